@@ -1,0 +1,44 @@
+"""agility_mlflow: move a generative-AI application between LLMs and prove it, with numbers, in MLflow.
+
+Every prompt version x model x inference configuration becomes one MLflow run with quality,
+latency and cost metrics, beside a ``source`` run built from the production model's recorded
+answers.
+
+Example:
+    >>> import agility_mlflow
+    >>> summaries = agility_mlflow.run_project("projects/financial-qa/agility.yaml", limit=5)  # doctest: +SKIP
+"""
+
+from agility_mlflow._env import apply_offline_defaults
+
+apply_offline_defaults()
+
+from agility_mlflow.config import Config, load_config  # noqa: E402
+from agility_mlflow.dataset import GoldenDataset, load_dataset  # noqa: E402
+from agility_mlflow.errors import AgilityError, InputError, ProviderError, RetryableError  # noqa: E402
+
+_LAZY = {"RunSummary": "agility_mlflow.evaluation", "prepare": "agility_mlflow.evaluation", "run_project": "agility_mlflow.evaluation"}
+
+
+def __getattr__(name: str) -> object:
+    # The evaluation stack (runner, pricing, scoring) loads on first use, keeping `import agility_mlflow` fast.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'agility_mlflow' has no attribute {name!r}")
+
+
+__all__ = [
+    "AgilityError",
+    "Config",
+    "GoldenDataset",
+    "InputError",
+    "ProviderError",
+    "RetryableError",
+    "RunSummary",
+    "load_config",
+    "load_dataset",
+    "prepare",
+    "run_project",
+]

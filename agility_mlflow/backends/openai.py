@@ -1,0 +1,140 @@
+"""Any OpenAI-compatible chat endpoint: OpenAI, Azure OpenAI (v1 API), vLLM, Ollama, llama.cpp server.
+
+The base URL and key come from the candidate config or the environment (``OPENAI_BASE_URL``,
+``OPENAI_API_KEY`` or the variable named by ``api_key_env``). The SDK's own retries are switched
+off: the runner's retry layer is the only one, so retries never multiply.
+
+Example:
+    >>> backend = OpenAIBackend("gpt-4o-mini", base_url="http://127.0.0.1:8000/v1", api_key="x")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agility_mlflow.backends._base import Backend, Generation, Message
+from agility_mlflow.errors import AgilityError, ProviderError, RetryableError
+
+
+class OpenAIBackend(Backend):
+    """Chat Completions, streamed with ``include_usage`` to get both time to first token and tokens."""
+
+    provider = "openai"
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        stream: bool = True,
+        timeout_s: float = 120.0,
+    ) -> None:
+        super().__init__(model_id)
+        import openai
+
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        key = api_key or os.environ.get(api_key_env or "OPENAI_API_KEY")
+        if not key:
+            if not self.base_url:
+                raise AgilityError(
+                    f"no API key for OpenAI model '{model_id}': set {api_key_env or 'OPENAI_API_KEY'} or base_url"
+                )
+            key = "not-needed"  # local OpenAI-compatible servers accept any key
+        self.stream = stream
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=timeout_s)
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        *,
+        sample: Mapping[str, Any] | None = None,
+    ) -> Generation:
+        import openai
+
+        request: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": list(messages),
+            "temperature": params.get("temperature", 0.0),
+            "top_p": params.get("top_p", 1.0),
+            "max_tokens": params.get("max_tokens", 256),
+            **dict(params.get("extra") or {}),
+        }
+        if params.get("stop"):
+            request["stop"] = list(params["stop"])
+        if params.get("seed") is not None:
+            request["seed"] = params["seed"]
+        try:
+            return self._stream(request) if self.stream else self._complete(request)
+        except openai.RateLimitError as exc:
+            raise RetryableError(_message(exc), throttled=True) from exc
+        except (openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError) as exc:
+            raise RetryableError(_message(exc)) from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code in (408, 409) or exc.status_code >= 500:
+                raise RetryableError(_message(exc)) from exc
+            raise ProviderError(f"{self.model_id}: {_message(exc)}") from exc
+
+    def _stream(self, request: dict[str, Any]) -> Generation:
+        start = time.perf_counter()
+        first: float | None = None
+        pieces: list[str] = []
+        finish_reason = None
+        usage = None
+        stream = self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+        for chunk in stream:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                if choice.delta and choice.delta.content:
+                    if first is None:
+                        first = time.perf_counter()
+                    pieces.append(choice.delta.content)
+                finish_reason = choice.finish_reason or finish_reason
+        end = time.perf_counter()
+        if finish_reason is None:
+            raise RetryableError("the stream ended before the answer finished")
+        return Generation(
+            text="".join(pieces),
+            latency_s=end - start,
+            ttft_s=(first - start) if first is not None else None,
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.completion_tokens if usage else None,
+            finish_reason=finish_reason,
+        )
+
+    def _complete(self, request: dict[str, Any]) -> Generation:
+        start = time.perf_counter()
+        response = self._client.chat.completions.create(**request)
+        end = time.perf_counter()
+        choice = response.choices[0]
+        usage = response.usage
+        return Generation(
+            text=choice.message.content or "",
+            latency_s=end - start,
+            ttft_s=None,
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.completion_tokens if usage else None,
+            finish_reason=choice.finish_reason,
+        )
+
+    def cache_identity(self) -> Mapping[str, Any]:
+        return {"base_url": self.base_url or "https://api.openai.com/v1"}
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _message(exc: Exception) -> str:
+    """The provider's message without request details (which may carry headers)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return f"{type(exc).__name__}: {error['message']}"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"

@@ -1,0 +1,104 @@
+"""The ``agility`` command line: thin wrappers over the package's functions.
+
+Bad input prints one line on stderr and exits 2; other failures exit 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from agility_mlflow.errors import AgilityError, InputError
+
+
+def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except AgilityError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: open runs were marked KILLED", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            from mlflow.exceptions import MlflowException
+
+            if isinstance(exc, MlflowException):
+                click.echo(f"error: MLflow: {str(exc).splitlines()[0]}", err=True)
+                sys.exit(1)
+            raise
+
+    return wrapper
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    package_logger = logging.getLogger("agility_mlflow")
+    package_logger.handlers[:] = [handler]
+    package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    package_logger.propagate = False
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+@click.version_option(package_name="agility-mlflow")
+def main(verbose: bool) -> None:
+    """agility_mlflow: prove, with numbers in MLflow, that a new LLM can replace the one you run."""
+    _setup_logging(verbose)
+
+
+@main.command("run")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--tracking-uri", help="MLflow tracking URI (default: the config's, then MLFLOW_TRACKING_URI).")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples.")
+@click.option("--candidate", "candidates", multiple=True, help="Run only this candidate (repeatable).")
+@_handle_errors
+def run_command(config: str, tracking_uri: str | None, limit: int | None, candidates: tuple[str, ...]) -> None:
+    """One MLflow run per prompt x candidate, plus the source run from recorded answers."""
+    from agility_mlflow.config import load_config
+    from agility_mlflow.evaluation import run_project, summary_table
+
+    # Under `mlflow run`, MLFLOW_RUN_ID names the project's run: nest ours under it instead of reusing it.
+    parent_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    summaries = run_project(
+        config, tracking_uri=tracking_uri, limit=limit, candidates=list(candidates) or None, parent_run_id=parent_run_id
+    )
+    metric_names = load_config(config).metrics
+    click.echo(summary_table(summaries, metric_names))
+
+
+@main.command("sweep")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--tracking-uri", help="MLflow tracking URI (default: the config's, then MLFLOW_TRACKING_URI).")
+@click.option("--n-trials", type=click.IntRange(min=1), help="Trials the study should hold in all (default: sweep.n_trials).")
+@click.option("--storage", help="Optuna storage URL shared by workers, e.g. postgresql+psycopg://user@host/db.")
+@click.option("--study", "study_name", help="Optuna study name (default: sweep.study, else <experiment>-sweep).")
+@click.option("--budget-usd", type=float, help="Stop before the study's model spend could cross this.")
+@_handle_errors
+def sweep_command(
+    config: str, tracking_uri: str | None, n_trials: int | None, storage: str | None, study_name: str | None, budget_usd: float | None
+) -> None:
+    """Optuna search over prompts, models and inference parameters; each trial is a child MLflow run."""
+    from agility_mlflow.sweep import run_sweep
+
+    result = run_sweep(config, tracking_uri=tracking_uri, n_trials=n_trials, storage=storage, study_name=study_name, budget_usd=budget_usd)
+    click.echo(f"study {result.study_name}: {result.n_trials} trials; parent run {result.parent_run_id}")
+    if result.stopped_by_budget:
+        click.echo("stopped by the budget")
+    if not result.best:
+        click.echo("no feasible completed trial yet")
+    for trial in result.best:
+        values = ", ".join(f"{v:.4f}" for v in trial.values)
+        click.echo(f"best trial {trial.number}: [{values}] {trial.params} run {trial.user_attrs.get('mlflow_run_id')}")

@@ -1,0 +1,293 @@
+"""The project config: one YAML file, validated before anything runs.
+
+Paths in the config are relative to the config file. Unknown keys are errors, so a typo never
+silently falls back to a default.
+
+Example:
+    >>> import pathlib, tempfile
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "golden.csv").write_text("sample_id,question,answer_ground_truth\\nq1,2+2?,4\\n")
+    >>> _ = (d / "agility.yaml").write_text('''
+    ... experiment: demo
+    ... dataset: {path: golden.csv}
+    ... prompts: [{name: qa, template: "Q: {{question}}"}]
+    ... candidates: [{name: local, provider: local, model_id: smollm2-135m-instruct}]
+    ... ''')
+    >>> cfg = load_config(d / "agility.yaml")
+    >>> cfg.candidates[0].params.temperature
+    0.0
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agility_mlflow.errors import InputError
+
+Provider = Literal["local", "openai", "bedrock", "replay"]
+PROVIDERS: tuple[str, ...] = ("local", "openai", "bedrock", "replay")
+SECRET_KEYS = frozenset({"api_key"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    path: Path
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Renames from the file's column names to the golden dataset's: ``{sample_id: financebench_id}``."""
+
+
+class PromptConfig(_Strict):
+    name: str
+    template: str
+    """A file path (relative to the config) or the template text itself."""
+    system: str | None = None
+    """An optional system message, a file path or inline text; may use placeholders too."""
+
+    @field_validator("name")
+    @classmethod
+    def _registry_name(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+        if not value or set(value) - allowed:
+            raise ValueError("use letters, digits, '-', '_' and '.' only (a Prompt Registry name)")
+        return value
+
+
+class InferenceParams(_Strict):
+    """Inference parameters shared by every provider; ``extra`` goes to the provider untouched."""
+
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+    """Provider-specific fields (Bedrock ``additionalModelRequestFields``, OpenAI extras)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class ModelConfig(_Strict):
+    provider: Provider
+    model_id: str
+    params: InferenceParams = Field(default_factory=InferenceParams)
+    base_url: str | None = None
+    """OpenAI-compatible endpoint; default ``OPENAI_BASE_URL`` or OpenAI's."""
+    api_key: str | None = Field(None, repr=False)
+    """A literal key. Prefer ``api_key_env``; either way it is never logged."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the key (default ``OPENAI_API_KEY``)."""
+    region: str | None = None
+    stream: bool = True
+    """Stream answers to measure time to first token."""
+
+
+class CandidateConfig(ModelConfig):
+    name: str
+    prompts: list[str] | None = None
+    """Prompt names this candidate runs; default every prompt."""
+
+
+class SourceConfig(ModelConfig):
+    provider: Provider = "replay"
+    prompt: str | None = None
+    """The prompt the recorded answers came from; default the first prompt."""
+
+
+class RunSettings(_Strict):
+    concurrency: int = Field(8, ge=1, le=256)
+    cache: bool = True
+    max_retries: int = Field(6, ge=0, le=20)
+    timeout_s: float = Field(120.0, gt=0)
+    traces: bool = True
+    """Log one MLflow trace per sample (inputs, outputs, token usage)."""
+
+
+class PriceConfig(_Strict):
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+class Range(_Strict):
+    """A numeric search range; integer parameters (``max_tokens``) are searched as integers."""
+
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        return self
+
+
+class Choices(_Strict):
+    choices: list[Any] = Field(min_length=1)
+
+
+class SweepConfig(_Strict):
+    """The ``sweep:`` section: an Optuna search over prompts, models and inference parameters."""
+
+    prompts: list[str] | None = None
+    """Config prompt names or registry URIs (``prompts:/NAME/N``); default every config prompt."""
+    instructions: list[str] = Field(default_factory=lambda: [""])
+    """Add-on instructions appended to the user message (``""``: none), e.g. "Answer in one sentence."."""
+    candidates: list[str] | None = None
+    """Candidate names to search over; their ``params`` are the base the search space overrides."""
+    params: dict[str, Range | Choices] = Field(default_factory=dict)
+    objective: str | list[str] | dict[str, float] | None = None
+    """A metric, several (multi-objective, Pareto front) or ``{metric: weight}`` (weighted sum, maximized).
+    Default: the first metric in ``metrics:``."""
+    constraints: list[str] = Field(default_factory=list)
+    """``METRIC <= VALUE`` or ``METRIC >= source - 0.02`` (``source``: the source run's value)."""
+    sampler: Literal["tpe", "random", "grid", "nsga2", "qmc"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    slices: int = Field(4, ge=1, le=100)
+    """Trials evaluate the dataset in this many slices and report after each, so a pruner can stop them."""
+    n_trials: int = Field(20, ge=1)
+    seed: int | None = 0
+    study: str | None = None
+    """Optuna study name; default ``<experiment>-sweep``."""
+    storage: str | None = None
+    """Optuna storage URL; default sqlite beside the tracking store (``optuna.db``)."""
+    heartbeat_s: int = Field(30, ge=1)
+    """Trials of a dead worker on another machine are failed after two missed heartbeats."""
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        searchable = {"temperature", "top_p", "max_tokens"}
+        for name in value:
+            if name not in searchable:
+                raise ValueError(f"cannot search '{name}' (searchable: {', '.join(sorted(searchable))})")
+        return value
+
+
+class Config(_Strict):
+    experiment: str
+    tracking_uri: str | None = None
+    dataset: DatasetConfig
+    prompts: list[PromptConfig] = Field(min_length=1)
+    source: SourceConfig | None = None
+    candidates: list[CandidateConfig] = Field(default_factory=list)
+    metrics: list[str] = Field(default_factory=lambda: ["exact_match", "token_f1", "rouge_l", "numeric_match"])
+    pricing: dict[str, PriceConfig] = Field(default_factory=dict)
+    run: RunSettings = Field(default_factory=RunSettings)
+    sweep: SweepConfig | None = None
+
+    path: Path = Field(Path("agility.yaml"), exclude=True)
+    """Where the config was read from; relative paths resolve against its folder."""
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        prompt_names = [p.name for p in self.prompts]
+        _unique("prompts", prompt_names)
+        _unique("candidates", [c.name for c in self.candidates])
+        for i, cand in enumerate(self.candidates):
+            for name in cand.prompts or []:
+                if name not in prompt_names:
+                    raise ValueError(f"key 'candidates[{i}].prompts': unknown prompt '{name}' (known: {', '.join(prompt_names)})")
+        if self.source and self.source.prompt and self.source.prompt not in prompt_names:
+            raise ValueError(f"key 'source.prompt': unknown prompt '{self.source.prompt}'")
+        if self.sweep:
+            for name in self.sweep.prompts or []:
+                if name not in prompt_names and not name.startswith("prompts:/"):
+                    raise ValueError(f"key 'sweep.prompts': unknown prompt '{name}' (a config prompt name or prompts:/NAME/N)")
+            for name in self.sweep.candidates or []:
+                if name not in [c.name for c in self.candidates]:
+                    raise ValueError(f"key 'sweep.candidates': unknown candidate '{name}'")
+            if not self.candidates:
+                raise ValueError("key 'sweep': needs at least one entry under candidates")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def resolve(self, path: str | Path) -> Path:
+        """``path`` relative to the config file's folder."""
+        return (self.base_dir / path).resolve()
+
+    def resolved_tracking_uri(self) -> str | None:
+        """The config's tracking URI with a relative sqlite path made relative to the config file."""
+        uri = self.tracking_uri
+        if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            return "sqlite:///" + str(self.resolve(uri[len("sqlite:///") :]))
+        return uri
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved config with secrets removed: safe to log as an artifact."""
+        return _redact(self.model_dump(mode="json"))
+
+
+def _unique(section: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"key '{section}[{i}].name': duplicate name '{name}'")
+        seen.add(name)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if k in SECRET_KEYS and v else _redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; :class:`InputError` naming the file and key on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{path}{where}: invalid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
+    try:
+        config = Config.model_validate({**raw, "path": path.resolve()})
+    except ValidationError as exc:
+        raise InputError(f"{path}: {_describe(exc)}") from None
+    dataset_path = config.resolve(config.dataset.path)
+    if not dataset_path.is_file():
+        raise InputError(f"{path}: key 'dataset.path': file not found: {dataset_path}")
+    return config
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first validation problem as ``key 'a.b[0].c': message``."""
+    err = exc.errors()[0]
+    loc = ""
+    for part in err["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key '{loc}'"
+    if kind == "missing":
+        return f"missing key '{loc}'"
+    message = err["msg"].removeprefix("Value error, ")
+    if kind == "literal_error" and loc.endswith("provider"):
+        message = f"unknown provider {err['input']!r} (expected one of: {', '.join(PROVIDERS)})"
+    return f"key '{loc}': {message}" if loc else message

@@ -1,0 +1,361 @@
+"""``agility run``: one MLflow run per prompt x model x inference configuration, plus the source run.
+
+Everything that can be checked is checked before the first model call: the config, the dataset,
+every template against the dataset's columns, every backend's settings. Then each configuration
+is generated, scored and logged in its own run.
+
+Example:
+    >>> results = run_project("projects/financial-qa/agility.yaml", limit=3)  # doctest: +SKIP
+    >>> [(r.role, r.name, r.metrics["n_samples"]) for r in results]  # doctest: +SKIP
+    [('source', 'source', 3.0), ('candidate', 'local-smollm', 3.0)]
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agility_mlflow.backends import Backend, create_backend
+from agility_mlflow.cache import ResponseCache
+from agility_mlflow.config import Config, ModelConfig, SourceConfig, load_config
+from agility_mlflow.dataset import GROUND_TRUTH, SOURCE_ANSWER, GoldenDataset, load_dataset, references
+from agility_mlflow.errors import AgilityError, InputError
+from agility_mlflow.pricing import Price, cost_usd, lookup_price
+from agility_mlflow.prompts import Template, load_template
+from agility_mlflow.runner import Outcome, Request, Runner
+from agility_mlflow.scoring import Metric, get_metric
+from agility_mlflow.scoring.stats import mean_score, run_metrics
+
+logger = logging.getLogger("agility_mlflow")
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One run's worth of work: a role, a model with its inference parameters, and a prompt."""
+
+    role: str
+    name: str
+    model: ModelConfig
+    template: Template
+
+    @property
+    def run_name(self) -> str:
+        return self.name if self.role == "source" else f"{self.name}/{self.template.name}"
+
+
+@dataclass
+class Project:
+    """A validated config with its dataset, templates and metrics, ready to run."""
+
+    config: Config
+    dataset: GoldenDataset
+    templates: dict[str, Template]
+    metrics: list[Metric]
+    configurations: list[Configuration]
+
+
+@dataclass
+class EvaluationResult:
+    """Per-sample rows (the ``eval_results.json`` table) and the run's aggregate metrics."""
+
+    rows: list[dict[str, Any]]
+    metrics: dict[str, float]
+    outcomes: list[Outcome] = field(repr=False, default_factory=list)
+    price: Price | None = None
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    role: str
+    name: str
+    prompt_uri: str
+    metrics: dict[str, float]
+
+
+def prepare(config: Config | str | os.PathLike[str], *, limit: int | None = None, candidates: Sequence[str] | None = None) -> Project:
+    """Load and cross-check everything a run needs, without calling a model or touching MLflow."""
+    if not isinstance(config, Config):
+        config = load_config(config)
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    dataset = load_dataset(config.resolve(config.dataset.path), config.dataset.columns).head(limit)
+    templates = {p.name: load_template(p.name, p.template, p.system, config.base_dir) for p in config.prompts}
+    for template in templates.values():
+        template.check_columns(dataset.columns, dataset.path.name)
+        dataset.require(sorted(template.variables), f"prompt '{template.name}'")
+    metrics = [get_metric(name) for name in config.metrics]
+    for metric in metrics:
+        if metric.needs_reference:
+            dataset.require([GROUND_TRUTH], f"metric '{metric.name}'")
+    configurations = _plan(config, dataset, templates, candidates)
+    for configuration in configurations:
+        if configuration.model.provider == "replay":
+            dataset.require([SOURCE_ANSWER], f"the replayed model '{configuration.name}'")
+    return Project(config, dataset, templates, metrics, configurations)
+
+
+def _plan(
+    config: Config, dataset: GoldenDataset, templates: dict[str, Template], only: Sequence[str] | None
+) -> list[Configuration]:
+    known = [c.name for c in config.candidates]
+    for name in only or []:
+        if name not in known:
+            raise InputError(f"{config.path.name}: --candidate '{name}' is not a candidate (known: {', '.join(known)})")
+    source = config.source
+    if source is None and SOURCE_ANSWER in dataset.columns:
+        source = SourceConfig(model_id="source-llm")
+    plan = []
+    if source is not None:
+        prompt = source.prompt or config.prompts[0].name
+        plan.append(Configuration("source", "source", source, templates[prompt]))
+    for candidate in config.candidates:
+        if only and candidate.name not in only:
+            continue
+        for prompt in candidate.prompts or list(templates):
+            plan.append(Configuration("candidate", candidate.name, candidate, templates[prompt]))
+    return plan
+
+
+def create_backends(project: Project) -> dict[str, Backend]:
+    """One backend per configured model, built up front so a missing key fails before any run."""
+    backends: dict[str, Backend] = {}
+    for configuration in project.configurations:
+        if configuration.name in backends:
+            continue
+        try:
+            backends[configuration.name] = create_backend(configuration.model, project.config.run)
+        except AgilityError as exc:
+            where = "source" if configuration.role == "source" else f"candidate '{configuration.name}'"
+            raise InputError(f"{project.config.path.name}: {where}: {exc}") from None
+    return backends
+
+
+def evaluate(
+    configuration: Configuration,
+    backend: Backend,
+    dataset: GoldenDataset,
+    metrics: Sequence[Metric],
+    runner: Runner,
+    pricing: dict[str, Any] | None = None,
+) -> EvaluationResult:
+    """Generate answers for every sample, score them and aggregate; writes nothing to MLflow."""
+    price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing or {})
+    outcomes, rows = score_samples(configuration, backend, dataset.rows, metrics, runner, price)
+    return EvaluationResult(rows, aggregate(rows, outcomes, metrics), outcomes, price)
+
+
+def score_samples(
+    configuration: Configuration,
+    backend: Backend,
+    samples: Sequence[dict[str, Any]],
+    metrics: Sequence[Metric],
+    runner: Runner,
+    price: Price | None,
+) -> tuple[list[Outcome], list[dict[str, Any]]]:
+    """The runner's outcomes for ``samples`` and one scored ``eval_results`` row per sample."""
+    requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
+    outcomes = runner.run(backend, configuration.model.params.as_dict(), requests, description=configuration.run_name)
+    return outcomes, [_score(outcome, metrics, price) for outcome in outcomes]
+
+
+def aggregate(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], metrics: Sequence[Metric]) -> dict[str, float]:
+    """Run-level metrics: counts, latency, tokens, cost, and the mean of each quality metric."""
+    result = run_metrics(rows)
+    result["n_cache_hits"] = float(sum(o.cached for o in outcomes))
+    for metric in metrics:
+        value = mean_score([row[metric.name] for row in rows if row["error"] is None])
+        if value is not None:
+            result[metric.name] = value
+    return result
+
+
+def _score(outcome: Outcome, metrics: Sequence[Metric], price: Price | None) -> dict[str, Any]:
+    generation = outcome.generation
+    sample = outcome.request.sample
+    refs = references(sample)
+    row: dict[str, Any] = {
+        "sample_id": outcome.sample_id,
+        "output": generation.text if generation else None,
+        "reference": refs[0] if len(refs) == 1 else (refs or None),
+        "latency_s": generation.latency_s if generation else None,
+        "ttft_s": generation.ttft_s if generation else None,
+        "input_tokens": generation.input_tokens if generation else None,
+        "output_tokens": generation.output_tokens if generation else None,
+        "cost_usd": cost_usd(price, generation.input_tokens, generation.output_tokens) if generation else None,
+        "finish_reason": generation.finish_reason if generation else None,
+        "cached": outcome.cached,
+        "error": outcome.error,
+    }
+    for metric in metrics:
+        row[metric.name] = metric(generation.text, refs, sample) if generation else None
+    return row
+
+
+def run_project(
+    config: Config | str | os.PathLike[str],
+    *,
+    tracking_uri: str | None = None,
+    limit: int | None = None,
+    candidates: Sequence[str] | None = None,
+    runner: Runner | None = None,
+    parent_run_id: str | None = None,
+    progress: bool | None = None,
+) -> list[RunSummary]:
+    """Evaluate every configuration of a project and log each as an MLflow run.
+
+    Args:
+        config: A config path or a loaded :class:`Config`.
+        tracking_uri: Overrides the config's ``tracking_uri`` and ``MLFLOW_TRACKING_URI``.
+        limit: Evaluate only the first ``limit`` samples.
+        candidates: Run only these candidates (the source run always runs).
+        runner: A runner to reuse (its response cache and call statistics); one is built by default.
+        parent_run_id: Nest the runs under this run (``mlflow run`` passes ``MLFLOW_RUN_ID``).
+        progress: Show a progress bar; by default only on a terminal.
+    """
+    from agility_mlflow import tracking
+
+    project = prepare(config, limit=limit, candidates=candidates)
+    backends = create_backends(project)
+    cfg = project.config
+    runner = runner or Runner(cfg.run, ResponseCache(), progress=progress)
+    experiment_id = tracking.configure(tracking_uri or cfg.resolved_tracking_uri(), cfg.experiment)
+    for run_id in tracking.fail_abandoned_runs(experiment_id):
+        logger.warning("run %s was left RUNNING by a process that died: marked FAILED", run_id)
+    prompt_uris = {name: tracking.register_prompt(t) for name, t in project.templates.items()}
+
+    summaries = []
+    try:
+        for configuration in project.configurations:
+            summaries.append(
+                _run_configuration(project, configuration, backends[configuration.name], runner, prompt_uris, experiment_id, parent_run_id)
+            )
+    finally:
+        for backend in backends.values():
+            backend.close()
+    return summaries
+
+
+def _run_configuration(
+    project: Project,
+    configuration: Configuration,
+    backend: Backend,
+    runner: Runner,
+    prompt_uris: dict[str, str],
+    experiment_id: str,
+    parent_run_id: str | None,
+) -> RunSummary:
+    from agility_mlflow import tracking
+
+    prompt_uri = prompt_uris[configuration.template.name]
+    tags = {tracking.ROLE: configuration.role, tracking.CANDIDATE: configuration.name}
+    with tracking.evaluation_run(
+        experiment_id, configuration.run_name, tags, prompt_uri=prompt_uri, parent_run_id=parent_run_id
+    ) as run_id:
+        result = evaluate(configuration, backend, project.dataset, project.metrics, runner, _pricing(project.config))
+        if result.price is None:
+            logger.warning(
+                "no price known for %s model '%s': cost is reported as unknown (add it under pricing:)",
+                configuration.model.provider,
+                configuration.model.model_id,
+            )
+        log_evaluation(project, configuration, result, run_id, prompt_uri)
+        if result.metrics["n_errors"] == result.metrics["n_samples"]:
+            first = next(row["error"] for row in result.rows if row["error"])
+            raise AgilityError(f"{configuration.run_name}: every sample failed; first error: {first}")
+    return RunSummary(run_id, configuration.role, configuration.name, prompt_uri, result.metrics)
+
+
+def log_evaluation(project: Project, configuration: Configuration, result: EvaluationResult, run_id: str, prompt_uri: str) -> None:
+    """Write one evaluation's params, metrics, table, config, dataset and traces to the active run."""
+    from agility_mlflow import tracking
+
+    model = configuration.model
+    price = result.price
+    params: dict[str, Any] = {
+        "provider": model.provider,
+        "model_id": model.model_id,
+        **{k: v for k, v in model.params.as_dict().items() if v not in ({}, [])},
+        "dataset_digest": project.dataset.digest,
+        "prompt_name": configuration.template.name,
+        "pricing_source": price.source if price else "unknown",
+    }
+    if price is not None:
+        params["price_input_usd_per_mtok"] = price.input_per_mtok
+        params["price_output_usd_per_mtok"] = price.output_per_mtok
+    tracking.log_run_data(run_id, params, result.metrics)
+    tracking.log_results_table(run_id, result.rows)
+    tracking.log_config(run_id, project.config.public_dict())
+    tracking.log_dataset(project.dataset.rows, str(project.dataset.path), project.dataset.path.name, project.dataset.digest)
+    if project.config.run.traces:
+        _log_traces(configuration, result, prompt_uri)
+
+
+def _log_traces(configuration: Configuration, result: EvaluationResult, prompt_uri: str) -> None:
+    import time
+
+    from agility_mlflow import tracking
+
+    for outcome, row in zip(result.outcomes, result.rows):
+        generation = outcome.generation
+        start, end = outcome.started_ns, outcome.ended_ns
+        if not start:  # replayed or cached: no call now, so time the trace by the recorded latency
+            start = time.time_ns()
+            end = start + int(((generation.latency_s if generation else 0) or 0) * 1e9)
+        scores = {f"agility.score.{k}": v for k, v in row.items() if k not in _ROW_FIELDS and v is not None}
+        tracking.log_sample_trace(
+            name=configuration.run_name,
+            provider=configuration.model.provider,
+            model_id=configuration.model.model_id,
+            messages=outcome.request.messages,
+            output=generation.text if generation else None,
+            error=outcome.error,
+            start_ns=start,
+            end_ns=end,
+            input_tokens=generation.input_tokens if generation else None,
+            output_tokens=generation.output_tokens if generation else None,
+            attributes={"agility.sample_id": outcome.sample_id, "agility.prompt": prompt_uri, "agility.cached": outcome.cached, **scores},
+        )
+    tracking.flush_traces()
+
+
+_ROW_FIELDS = frozenset(
+    {"sample_id", "output", "reference", "latency_s", "ttft_s", "input_tokens", "output_tokens", "cost_usd", "finish_reason", "cached", "error"}
+)
+
+
+def _pricing(config: Config) -> dict[str, Any]:
+    return {model_id: price.model_dump() for model_id, price in config.pricing.items()}
+
+
+def summary_table(summaries: Sequence[RunSummary], metric_names: Sequence[str]) -> str:
+    """A fixed-width table of the runs, for the terminal."""
+    columns = ["run", "prompt", "n", "errors", *metric_names, "latency_p50_s", "cost_usd_total", "run_id"]
+    lines = []
+    for s in summaries:
+        m = s.metrics
+        cells = [
+            s.name if s.role == "source" else f"{s.name}",
+            s.prompt_uri.removeprefix("prompts:/"),
+            f"{m.get('n_samples', 0):.0f}",
+            f"{m.get('n_errors', 0):.0f}",
+            *[_fmt(m.get(name)) for name in metric_names],
+            _fmt(m.get("latency_p50_s")),
+            _fmt(m.get("cost_usd_total"), digits=6) if "cost_usd_total" in m else "unknown",
+            s.run_id,
+        ]
+        lines.append(cells)
+    widths = [max(len(str(c)) for c in column) for column in zip(columns, *lines)]
+    render = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([render(columns), *(render(cells) for cells in lines)])
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+__all__ = ["Configuration", "EvaluationResult", "Project", "RunSummary", "evaluate", "prepare", "run_project", "summary_table"]

@@ -1,0 +1,225 @@
+"""Calls a backend for every sample: bounded concurrency, one retry layer, the response cache.
+
+- Concurrency is bounded by ``run.concurrency`` (and the backend's own bound) and adapts: a
+  throttled call halves it, and it grows back by one after each run of successes.
+- Transient faults (:class:`RetryableError`: throttling, 5xx, timeouts, broken streams) are
+  retried with exponential backoff and full jitter; a sample that still fails is recorded with
+  its error, never dropped. A :class:`ProviderError` (bad model id, access denied) stops the
+  whole configuration at once without burning retries.
+- Answers are cached by content, so re-running an identical configuration makes no calls.
+
+Example:
+    >>> from agility_mlflow.backends.replay import ReplayBackend
+    >>> from agility_mlflow.config import RunSettings
+    >>> runner = Runner(RunSettings(cache=False), progress=False)
+    >>> out = runner.run(ReplayBackend("m"), {}, [Request("q1", [], {"answer_source_llm": "42"})])
+    >>> out[0].generation.text, out[0].error
+    ('42', None)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from agility_mlflow.backends import Backend, Generation
+from agility_mlflow.cache import ResponseCache, cache_key
+from agility_mlflow.config import RunSettings
+from agility_mlflow.errors import ProviderError, RetryableError
+
+
+@dataclass(frozen=True)
+class Request:
+    """One sample's rendered messages, and the row they came from."""
+
+    sample_id: str
+    messages: list[dict[str, str]]
+    sample: Mapping[str, Any]
+
+
+@dataclass
+class Outcome:
+    """What happened to one request: an answer or an error, never neither."""
+
+    request: Request
+    generation: Generation | None
+    error: str | None = None
+    cached: bool = False
+    attempts: int = 0
+    started_ns: int = 0
+    ended_ns: int = 0
+
+    @property
+    def sample_id(self) -> str:
+        return self.request.sample_id
+
+
+@dataclass
+class RunnerStats:
+    calls: int = 0
+    retries: int = 0
+    throttled: int = 0
+    cache_hits: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+class AdaptiveLimiter:
+    """A semaphore whose size halves when the provider throttles and creeps back after successes.
+
+    Example:
+        >>> limiter = AdaptiveLimiter(8)
+        >>> limiter.throttled(); limiter.limit
+        4
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.max_limit = limit
+        self.limit = limit
+        self._active = 0
+        self._successes = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> AdaptiveLimiter:
+        with self._cond:
+            while self._active >= self.limit:
+                self._cond.wait()
+            self._active += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._active -= 1
+            self._cond.notify_all()
+
+    def throttled(self) -> None:
+        with self._cond:
+            self.limit = max(1, self.limit // 2)
+            self._successes = 0
+
+    def succeeded(self) -> None:
+        with self._cond:
+            self._successes += 1
+            if self._successes >= self.limit and self.limit < self.max_limit:
+                self.limit += 1
+                self._successes = 0
+                self._cond.notify_all()
+
+
+class Runner:
+    """Runs requests against backends with the settings of the config's ``run:`` section."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        cache: ResponseCache | None = None,
+        *,
+        progress: bool | None = None,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.cache = cache if settings.cache else None
+        self.progress = progress
+        self.backoff_max_s = backoff_max_s
+        self.stats = RunnerStats()
+
+    def run(
+        self,
+        backend: Backend,
+        params: Mapping[str, Any],
+        requests: Sequence[Request],
+        *,
+        description: str = "",
+    ) -> list[Outcome]:
+        """One outcome per request, in request order."""
+        workers = min(self.settings.concurrency, backend.max_concurrency or self.settings.concurrency, max(len(requests), 1))
+        limiter = AdaptiveLimiter(workers)
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        progress_bar = _progress(len(requests), description, self.progress)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agility") as pool:
+            futures = {pool.submit(self._one, backend, params, request, limiter): i for i, request in enumerate(requests)}
+            try:
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_EXCEPTION, timeout=1.0)
+                    for future in done:
+                        outcomes[futures[future]] = future.result()  # re-raises ProviderError
+                        progress_bar.update(1)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            finally:
+                progress_bar.close()
+        return [o for o in outcomes if o is not None]
+
+    def _one(self, backend: Backend, params: Mapping[str, Any], request: Request, limiter: AdaptiveLimiter) -> Outcome:
+        key = None
+        if self.cache is not None and backend.cacheable:
+            key = cache_key(backend.provider, backend.model_id, backend.cache_identity(), params, request.messages)
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats.add(cache_hits=1)
+                return Outcome(request, hit, cached=True)
+
+        def on_retry(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.stats.add(retries=1)
+            if isinstance(exc, RetryableError) and exc.throttled:
+                self.stats.add(throttled=1)
+                limiter.throttled()
+
+        def attempt() -> Generation:
+            with limiter:
+                self.stats.add(calls=1)
+                generation = backend.generate(request.messages, params, sample=request.sample)
+            limiter.succeeded()
+            return generation
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(RetryableError),
+            stop=stop_after_attempt(self.settings.max_retries + 1),
+            wait=wait_random_exponential(multiplier=0.5, max=self.backoff_max_s),
+            before_sleep=on_retry,
+            reraise=True,
+        )
+        started = time.time_ns()
+        generation: Generation | None = None
+        error: str | None = None
+        try:
+            generation = retrying(attempt)
+        except ProviderError:
+            raise
+        except RetryableError as exc:
+            error = f"{exc} (gave up after {retrying.statistics.get('attempt_number', 1)} attempts)"
+        except Exception as exc:  # one bad sample must not sink the run: it is recorded, not dropped
+            error = f"{type(exc).__name__}: {exc}"
+        if generation is not None and key is not None:
+            self.cache.put(key, generation)
+        attempts = retrying.statistics.get("attempt_number", 1)
+        return Outcome(request, generation, error, attempts=attempts, started_ns=started, ended_ns=time.time_ns())
+
+
+class _NoProgress:
+    def update(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, description: str, enabled: bool | None) -> Any:
+    """A tqdm bar on stderr; by default only when stderr is a terminal."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoProgress()
+    return tqdm(total=total, desc=description, unit="sample", disable=None if enabled is None else not enabled, leave=False)

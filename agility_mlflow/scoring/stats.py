@@ -1,0 +1,61 @@
+"""Run-level aggregates of per-sample rows: counts, latency percentiles, tokens and cost."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def mean_score(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that are not ``None``; ``None`` when there are none.
+
+    Example:
+        >>> mean_score([1.0, None, 0.0])
+        0.5
+    """
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def run_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """``n_samples``, ``n_errors``, latency, time to first token, tokens and cost over successful rows.
+
+    Percentiles interpolate linearly (numpy's default). Metrics with nothing measured are left
+    out. Cost is reported only when every successful row has a known cost: a partly known cost
+    would understate the total.
+
+    Example:
+        >>> rows = [{"latency_s": 1.0, "ttft_s": None, "input_tokens": 10, "output_tokens": 2, "cost_usd": 0.5, "error": None},
+        ...         {"latency_s": 3.0, "ttft_s": None, "input_tokens": 30, "output_tokens": 4, "cost_usd": 1.5, "error": None},
+        ...         {"latency_s": None, "ttft_s": None, "input_tokens": None, "output_tokens": None, "cost_usd": None, "error": "x"}]
+        >>> m = run_metrics(rows)
+        >>> m["n_samples"], m["n_errors"], m["latency_p50_s"], m["cost_usd_total"], "ttft_p50_s" in m
+        (3.0, 1.0, 2.0, 2.0, False)
+    """
+    ok = [r for r in rows if r.get("error") is None]
+    result = {"n_samples": float(len(rows)), "n_errors": float(len(rows) - len(ok))}
+    latency = _present(ok, "latency_s")
+    if latency:
+        result.update(latency_mean_s=float(np.mean(latency)), latency_p50_s=_pct(latency, 50), latency_p95_s=_pct(latency, 95))
+    ttft = _present(ok, "ttft_s")
+    if ttft:
+        result.update(ttft_p50_s=_pct(ttft, 50), ttft_p95_s=_pct(ttft, 95))
+    for key in ("input_tokens", "output_tokens"):
+        values = _present(ok, key)
+        if values:
+            result[f"{key}_mean"] = float(np.mean(values))
+    costs = [r.get("cost_usd") for r in ok]
+    if ok and all(c is not None for c in costs):
+        total = float(sum(costs))
+        result.update(cost_usd_total=total, cost_usd_per_sample=total / len(ok))
+    return result
+
+
+def _present(rows: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key) is not None]
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q))

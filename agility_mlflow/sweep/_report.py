@@ -1,0 +1,140 @@
+"""The study's parent run: settings, the best (or Pareto) trials tagged, and Optuna's plots."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from agility_mlflow.config import SweepConfig
+from agility_mlflow.sweep import _study
+from agility_mlflow.sweep._objectives import Objective
+
+BEST_TAG = "agility.best"
+
+
+def parent_run(experiment_id: str, study_name: str, storage_url: str, sweep: SweepConfig, objective: Objective, n_trials: int) -> str:
+    """The study's parent run, created once and shared by every worker and every resume.
+
+    It is closed (FINISHED) as soon as it holds the settings, so no crash can leave it RUNNING;
+    trials attach to it as children and :func:`summarize` updates it after each worker's search.
+    """
+    from mlflow import MlflowClient
+
+    from agility_mlflow import tracking
+
+    client = MlflowClient()
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{tracking.ROLE}` = 'study' and tags.`agility.study` = '{study_name}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=f"study/{study_name}", tags={tracking.ROLE: "study", "agility.study": study_name})
+    params = {
+        "study_name": study_name,
+        "storage": _hide_password(storage_url),
+        "sampler": sweep.sampler,
+        "pruner": sweep.pruner,
+        "slices": sweep.slices,
+        "n_trials": n_trials,
+        "seed": sweep.seed,
+        "objective": list(objective.metrics),
+        "directions": list(objective.directions),
+        "weights": list(objective.weights) if objective.weights else None,
+        "constraints": sweep.constraints,
+        "search_params": {k: v.model_dump() for k, v in sweep.params.items()},
+        "instructions": sweep.instructions,
+    }
+    tracking.log_run_data(run.info.run_id, {k: v for k, v in params.items() if v not in (None, [], {})}, {})
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL: nothing to hide, but do not echo it either
+        return "<unparsed storage url>"
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The best feasible trial (one objective) or the feasible Pareto front (several)."""
+    feasible = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if all(v <= 0 for v in t.user_attrs.get(_study.CONSTRAINTS_ATTR, []))
+    ]
+    if not feasible:
+        return []
+    if len(study.directions) == 1:
+        sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
+        return [max(feasible, key=lambda t: (sign * t.value, -t.number))]
+    return [t for t in feasible if not any(_dominates(o, t, study.directions) for o in feasible)]
+
+
+def _dominates(a: FrozenTrial, b: FrozenTrial, directions: list[optuna.study.StudyDirection]) -> bool:
+    signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in directions]
+    better_or_equal = all(s * x >= s * y for s, x, y in zip(signs, a.values, b.values))
+    return better_or_equal and any(s * x > s * y for s, x, y in zip(signs, a.values, b.values))
+
+
+def summarize(study: optuna.Study, objective: Objective, parent_run_id: str) -> list[FrozenTrial]:
+    """Tag the best trials' runs, record them on the parent run, and log the study's plots and table."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from agility_mlflow import tracking
+
+    client = MlflowClient()
+    best = best_trials(study)
+    best_ids = {t.user_attrs.get(_study.RUN_ATTR) for t in best} - {None}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        run_id = trial.user_attrs.get(_study.RUN_ATTR)
+        if run_id:
+            tracking.set_tags(run_id, {BEST_TAG: str(run_id in best_ids).lower()})
+    states = [t.state for t in study.trials]
+    metrics = {f"n_trials_{s.name.lower()}": float(states.count(s)) for s in TrialState}
+    tags: dict[str, str] = {"agility.best_run_ids": ",".join(sorted(best_ids)) or "none"}
+    if len(best) == 1:
+        metrics["best_value"] = float(best[0].value)
+        tags["agility.best_trial"] = str(best[0].number)
+        tags["agility.best_params"] = str(best[0].params)
+    tracking.log_run_data(parent_run_id, {}, metrics)
+    tracking.set_tags(parent_run_id, tags)
+    frame = study.trials_dataframe(attrs=("number", "values", "params", "state", "user_attrs", "duration"))
+    mlflow.log_table(frame.astype(str), artifact_file="trials.json", run_id=parent_run_id)
+    for name, figure in _plots(study, objective):
+        client.log_figure(parent_run_id, figure, f"plots/{name}.png")
+    return best
+
+
+def _plots(study: optuna.Study, objective: Objective) -> list[tuple[str, Any]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as plots
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    figures = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+        if not complete:
+            return []
+        if objective.is_multi and len(objective.metrics) in (2, 3):
+            figures.append(("pareto_front", plots.plot_pareto_front(study, target_names=list(objective.metrics)).figure))
+        elif not objective.is_multi:
+            figures.append(("optimization_history", plots.plot_optimization_history(study).figure))
+        varied = {k for t in complete for k in t.params if len({str(u.params.get(k)) for u in complete}) > 1}
+        if len(complete) >= 3 and varied:
+            try:
+                target = None if not objective.is_multi else (lambda t: t.values[0])
+                figures.append(("param_importances", plots.plot_param_importances(study, target=target).figure))
+            except (RuntimeError, ValueError, ZeroDivisionError):
+                pass  # importances need variation in both parameters and values
+    return figures

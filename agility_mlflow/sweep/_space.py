@@ -1,0 +1,90 @@
+"""The search space: which prompt variant, which candidate model, which inference parameters."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+
+from agility_mlflow.config import CandidateConfig, Choices, Range, SweepConfig
+from agility_mlflow.errors import InputError
+from agility_mlflow.prompts import Template
+
+_INTEGER_PARAMS = {"max_tokens"}
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What one trial evaluates."""
+
+    candidate: CandidateConfig
+    template: Template
+    prompt_key: str
+    instruction: str
+
+
+def variant(template: Template, instruction: str) -> Template:
+    """``template`` with ``instruction`` appended to its user message, under a name of its own.
+
+    Variants get their own Prompt Registry name (``NAME.i<hash>``) so alternating variants never
+    pile up versions of the base prompt.
+
+    Example:
+        >>> base = Template.from_text("qa", "Q: {{question}}")
+        >>> v = variant(base, "Answer in one sentence.")
+        >>> v.name, v.user
+        ('qa.i5a0dbd', 'Q: {{question}}\\n\\nAnswer in one sentence.')
+    """
+    if not instruction.strip():
+        return template
+    tag = hashlib.sha256(instruction.encode("utf-8")).hexdigest()[:6]
+    return Template.from_text(f"{template.name}.i{tag}", f"{template.user}\n\n{instruction.strip()}", template.system, template.origin)
+
+
+def suggest(
+    trial: optuna.Trial,
+    sweep: SweepConfig,
+    candidates: Mapping[str, CandidateConfig],
+    templates: Mapping[str, Template],
+) -> TrialPlan:
+    """Ask the trial for a point in the space and build the configuration it names."""
+    name = trial.suggest_categorical("candidate", list(candidates))
+    prompt_key = trial.suggest_categorical("prompt", list(templates))
+    instruction = trial.suggest_categorical("instruction", list(sweep.instructions))
+    base = candidates[name]
+    params = base.params.model_dump()
+    for param, space in sweep.params.items():
+        params[param] = _suggest_param(trial, param, space)
+    candidate = base.model_copy(update={"params": base.params.model_validate(params)})
+    return TrialPlan(candidate, variant(templates[prompt_key], instruction), prompt_key, instruction)
+
+
+def _suggest_param(trial: optuna.Trial, name: str, space: Range | Choices) -> Any:
+    if isinstance(space, Choices):
+        return trial.suggest_categorical(name, space.choices)
+    if name in _INTEGER_PARAMS:
+        return trial.suggest_int(name, int(space.low), int(space.high), step=int(space.step or 1), log=space.log)
+    return trial.suggest_float(name, space.low, space.high, step=space.step, log=space.log)
+
+
+def grid(sweep: SweepConfig, candidates: Sequence[str], prompt_keys: Sequence[str]) -> dict[str, list[Any]]:
+    """The finite search space the grid sampler enumerates; ranges need a ``step``."""
+    space: dict[str, list[Any]] = {"candidate": list(candidates), "prompt": list(prompt_keys), "instruction": list(sweep.instructions)}
+    for name, spec in sweep.params.items():
+        if isinstance(spec, Choices):
+            space[name] = list(spec.choices)
+        elif spec.step is None:
+            raise InputError(f"sweep.params.{name}: the grid sampler needs 'step' or 'choices'")
+        else:
+            values = np.arange(spec.low, spec.high + spec.step / 2, spec.step)
+            space[name] = [int(v) for v in values] if name in _INTEGER_PARAMS else [round(float(v), 10) for v in values]
+    return space
+
+
+def size(space: Mapping[str, Sequence[Any]]) -> int:
+    """How many configurations a finite space holds."""
+    return int(np.prod([len(v) for v in space.values()]))

@@ -1,0 +1,123 @@
+"""The Optuna side of a sweep: storage, sampler, pruner, and cleaning up after dead workers."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from agility_mlflow.config import SweepConfig
+
+HOST_ATTR = "agility.host"
+PID_ATTR = "agility.pid"
+RUN_ATTR = "mlflow_run_id"
+SPENT_ATTR = "spent_usd"
+CONSTRAINTS_ATTR = "constraints"
+
+
+def default_storage(tracking_uri: str | None) -> str:
+    """sqlite beside a sqlite tracking store (``optuna.db``); ``./optuna.db`` otherwise."""
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(tracking_uri[len('sqlite:///'):]).parent / 'optuna.db'}"
+    return f"sqlite:///{Path.cwd() / 'optuna.db'}"
+
+
+def open_study(
+    name: str,
+    storage_url: str,
+    sweep: SweepConfig,
+    directions: Sequence[str],
+    constraints: Callable[[FrozenTrial], Sequence[float]] | None,
+    search_space: dict[str, list[Any]] | None = None,
+) -> optuna.Study:
+    """Create the study, or join it when another worker (or an earlier, killed run) made it."""
+    storage = optuna.storages.RDBStorage(
+        storage_url,
+        heartbeat_interval=sweep.heartbeat_s,
+        grace_period=2 * sweep.heartbeat_s,
+        engine_kwargs={"pool_pre_ping": True} if not storage_url.startswith("sqlite") else None,
+    )
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=list(directions),
+        sampler=_sampler(sweep, len(directions) > 1, constraints, search_space),
+        pruner=_pruner(sweep, len(directions) > 1),
+        load_if_exists=True,
+    )
+
+
+def _sampler(
+    sweep: SweepConfig,
+    multi: bool,
+    constraints: Callable[[FrozenTrial], Sequence[float]] | None,
+    search_space: dict[str, list[Any]] | None,
+) -> optuna.samplers.BaseSampler:
+    seed = sweep.seed
+    if sweep.sampler == "grid":
+        assert search_space is not None
+        return optuna.samplers.GridSampler(search_space, seed=seed)
+    if sweep.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if sweep.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    if sweep.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+    # TPE handles categorical choices, conditional spaces, several objectives and constraints.
+    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, multivariate=True, n_startup_trials=5)
+
+
+def _pruner(sweep: SweepConfig, multi: bool) -> optuna.pruners.BasePruner:
+    if multi or sweep.pruner == "none" or sweep.slices == 1:
+        return optuna.pruners.NopPruner()  # Optuna prunes single-objective studies only
+    if sweep.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=sweep.slices)
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Fail this host's RUNNING trials whose process is gone (``kill -9``); returns their numbers.
+
+    Trials of live workers, here or elsewhere, are left alone; a dead worker on another machine is
+    caught by Optuna's heartbeat after its grace period.
+    """
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.system_attrs.get(HOST_ATTR) != host:
+            continue
+        pid = int(trial.system_attrs.get(PID_ATTR, 0))
+        if pid and not _alive(pid):
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            failed.append(trial.number)
+    optuna.storages.fail_stale_trials(study)
+    return failed
+
+
+def mark_worker(study: optuna.Study, trial: optuna.Trial) -> None:
+    study._storage.set_trial_system_attr(trial._trial_id, HOST_ATTR, socket.gethostname())
+    study._storage.set_trial_system_attr(trial._trial_id, PID_ATTR, os.getpid())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def spent_usd(study: optuna.Study) -> float:
+    """Money the study's trials have spent on model calls (cache hits cost nothing), across workers."""
+    return sum(float(t.user_attrs.get(SPENT_ATTR, 0.0)) for t in study.get_trials(deepcopy=False))
+
+
+def finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))

@@ -1,0 +1,295 @@
+"""``agility sweep``: an Optuna study whose every trial is one evaluated, logged configuration."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from agility_mlflow.backends import Backend, create_backend
+from agility_mlflow.cache import ResponseCache
+from agility_mlflow.config import CandidateConfig, Config, SweepConfig
+from agility_mlflow.errors import AgilityError, InputError
+from agility_mlflow.evaluation import (
+    Configuration,
+    EvaluationResult,
+    Project,
+    aggregate,
+    evaluate,
+    log_evaluation,
+    prepare,
+    score_samples,
+)
+from agility_mlflow.pricing import lookup_price
+from agility_mlflow.prompts import Template
+from agility_mlflow.runner import Runner
+from agility_mlflow.sweep import _report, _space, _study
+from agility_mlflow.sweep._objectives import Constraint, Objective, parse_constraint, parse_objective
+
+logger = logging.getLogger("agility_mlflow")
+STUDY_TAG = "agility.study"
+TRIAL_TAG = "agility.trial"
+
+
+class PrunedTrial(optuna.TrialPruned):
+    """A trial stopped early by the pruner; its MLflow run ends KILLED (a partial result is never FINISHED)."""
+
+    run_status = "KILLED"
+
+
+@dataclass
+class SweepResult:
+    study_name: str
+    storage: str
+    parent_run_id: str
+    n_trials: int
+    best: list[FrozenTrial] = field(default_factory=list)
+    stopped_by_budget: bool = False
+
+
+@dataclass
+class _Plan:
+    """Everything a trial needs, resolved once per worker."""
+
+    project: Project
+    sweep: SweepConfig
+    objective: Objective
+    constraints: list[Constraint]
+    candidates: dict[str, CandidateConfig]
+    templates: dict[str, Template]
+    source_metrics: dict[str, float] | None
+    experiment_id: str
+    parent_run_id: str
+    study_name: str
+    runner: Runner
+    backends: dict[str, Backend] = field(default_factory=dict)
+
+
+def run_sweep(
+    config: Config | str | os.PathLike[str],
+    *,
+    tracking_uri: str | None = None,
+    n_trials: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    budget_usd: float | None = None,
+    runner: Runner | None = None,
+    progress: bool | None = None,
+) -> SweepResult:
+    """Search prompt variants, models and inference parameters; log each trial as a child MLflow run.
+
+    Several processes (on one or many machines) given the same ``storage`` and ``study_name`` share
+    one study; a killed sweep resumes where it stopped when run again.
+
+    Example:
+        >>> result = run_sweep("projects/financial-qa/agility.yaml", n_trials=10)  # doctest: +SKIP
+        >>> result.best[0].params  # doctest: +SKIP
+        {'candidate': 'local-smollm', 'prompt': 'fin-qa-concise', 'instruction': '', 'temperature': 0.0}
+    """
+    from agility_mlflow import tracking
+
+    project = prepare(config)
+    cfg = project.config
+    if cfg.sweep is None:
+        raise InputError(f"{cfg.path.name}: no 'sweep:' section to run")
+    if budget_usd is not None and budget_usd <= 0:
+        raise InputError(f"--budget-usd must be positive, got {budget_usd}")
+    sweep = cfg.sweep
+    total_trials = n_trials or sweep.n_trials
+    objective = parse_objective(sweep.objective, cfg.metrics)
+    constraints = [parse_constraint(text, i) for i, text in enumerate(sweep.constraints)]
+    candidates = {c.name: c for c in cfg.candidates if not sweep.candidates or c.name in sweep.candidates}
+    uri = tracking_uri or cfg.resolved_tracking_uri()
+    experiment_id = tracking.configure(uri, cfg.experiment)
+    for run_id in tracking.fail_abandoned_runs(experiment_id):
+        logger.warning("run %s was left RUNNING by a process that died: marked FAILED", run_id)
+    templates = _templates(project, sweep)
+    runner = runner or Runner(cfg.run, ResponseCache(), progress=progress)
+
+    study_name = study_name or sweep.study or f"{cfg.experiment}-sweep"
+    storage_url = storage or sweep.storage or _study.default_storage(uri or _current_tracking_uri())
+    search_space = _space.grid(sweep, list(candidates), list(templates)) if sweep.sampler == "grid" else None
+    if search_space is not None:
+        total_trials = min(total_trials, _space.size(search_space))
+    study = _study.open_study(
+        study_name, storage_url, sweep, objective.directions, _constraint_values if constraints else None, search_space
+    )
+    for number in _study.fail_dead_trials(study):
+        logger.warning("trial %d was left RUNNING by a worker that died: marked FAIL", number)
+    _fail_runs_of_failed_trials(study)
+
+    source_metrics = _source_metrics(project, runner) if any(c.uses_source for c in constraints) else None
+    parent_run_id = _report.parent_run(experiment_id, study_name, storage_url, sweep, objective, total_trials)
+    plan = _Plan(project, sweep, objective, constraints, candidates, templates, source_metrics,
+                 experiment_id, parent_run_id, study_name, runner)
+    max_trial_cost = _print_estimate(plan, total_trials, budget_usd)
+
+    remaining = max(total_trials - _study.finished(study), 0)
+    stopped_by_budget = False
+
+    def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal stopped_by_budget
+        if _study.finished(study) >= total_trials:
+            study.stop()
+        elif budget_usd is not None and _study.spent_usd(study) + max_trial_cost > budget_usd:
+            stopped_by_budget = True
+            logger.warning("budget: $%.4f spent of $%.4f; the next trial could cross it: stopping", _study.spent_usd(study), budget_usd)
+            study.stop()
+
+    if budget_usd is not None and _study.spent_usd(study) + max_trial_cost > budget_usd:
+        stopped_by_budget, remaining = True, 0
+        logger.warning("budget: a trial could cost up to $%.4f, over what is left of $%.4f: no trial started", max_trial_cost, budget_usd)
+    try:
+        if remaining:
+            study.optimize(
+                lambda trial: _run_trial(plan, study, trial),
+                n_trials=remaining,
+                callbacks=[stop_when_done],
+                catch=(AgilityError, KeyError),
+            )
+    finally:
+        for backend in plan.backends.values():
+            backend.close()
+    best = _report.summarize(study, objective, parent_run_id)
+    return SweepResult(study_name, storage_url, parent_run_id, len(study.trials), best, stopped_by_budget)
+
+
+def _current_tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def _templates(project: Project, sweep: SweepConfig) -> dict[str, Template]:
+    """Config prompts by name, plus registry prompts by URI."""
+    import mlflow
+
+    keys = sweep.prompts or list(project.templates)
+    templates: dict[str, Template] = {}
+    for key in keys:
+        if key in project.templates:
+            templates[key] = project.templates[key]
+            continue
+        try:
+            version = mlflow.genai.load_prompt(key)
+        except Exception as exc:  # MlflowException or a malformed URI
+            raise InputError(f"sweep.prompts: cannot load '{key}' ({str(exc).splitlines()[0]})") from None
+        content = version.template
+        if isinstance(content, list):
+            system = next((m["content"] for m in content if m["role"] == "system"), None)
+            user = next(m["content"] for m in content if m["role"] == "user")
+        else:
+            system, user = None, content
+        template = Template.from_text(version.name, user, system, origin=key)
+        template.check_columns(project.dataset.columns, project.dataset.path.name)
+        templates[key] = template
+    return templates
+
+
+def _constraint_values(trial: FrozenTrial) -> Sequence[float]:
+    return trial.user_attrs.get(_study.CONSTRAINTS_ATTR, [1.0])
+
+
+def _source_metrics(project: Project, runner: Runner) -> dict[str, float]:
+    source = next((c for c in project.configurations if c.role == "source"), None)
+    if source is None:
+        raise InputError("sweep.constraints: a constraint refers to 'source' but the config has no source model")
+    backend = create_backend(source.model, project.config.run)
+    pricing = {k: v.model_dump() for k, v in project.config.pricing.items()}
+    return evaluate(source, backend, project.dataset, project.metrics, runner, pricing).metrics
+
+
+def _print_estimate(plan: _Plan, total_trials: int, budget_usd: float | None) -> float:
+    """Print the calls and cost a sweep may need; return the most one trial may cost."""
+    rows = plan.project.dataset.rows
+    pricing = {k: v.model_dump() for k, v in plan.project.config.pricing.items()}
+    worst = 0.0
+    unknown = []
+    for candidate in plan.candidates.values():
+        price = lookup_price(candidate.provider, candidate.model_id, pricing)
+        if price is None:
+            unknown.append(candidate.name)
+            continue
+        max_tokens = max([candidate.params.max_tokens, *[int(v) for v in _space_values(plan.sweep, "max_tokens")]])
+        for template in plan.templates.values():
+            chars = sum(len(m["content"]) for row in rows for m in template.render(row)) + 200 * len(rows)
+            # ~3 characters per token is a deliberately high token count for English text.
+            cost = (chars / 3 * price.input_per_mtok + len(rows) * max_tokens * price.output_per_mtok) / 1e6
+            worst = max(worst, cost)
+    print(f"sweep: up to {total_trials} trials x {len(rows)} samples = {total_trials * len(rows)} model calls "
+          f"(cache hits are free); at most ${worst:.4f} per trial, ${worst * total_trials:.4f} in all"
+          + (f"; budget ${budget_usd:.4f}" if budget_usd is not None else ""))
+    if unknown:
+        logger.warning("no price known for %s: the estimate and --budget-usd leave them out", ", ".join(unknown))
+    return worst
+
+
+def _space_values(sweep: SweepConfig, name: str) -> list[Any]:
+    spec = sweep.params.get(name)
+    if spec is None:
+        return []
+    return list(spec.choices) if hasattr(spec, "choices") else [spec.high]
+
+
+def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequence[float] | float:
+    from agility_mlflow import tracking
+
+    _study.mark_worker(study, trial)
+    choice = _space.suggest(trial, plan.sweep, plan.candidates, plan.templates)
+    configuration = Configuration("trial", choice.candidate.name, choice.candidate, choice.template)
+    prompt_uri = tracking.register_prompt(choice.template)
+    backend = plan.backends.get(choice.candidate.name)
+    if backend is None:
+        backend = plan.backends[choice.candidate.name] = create_backend(choice.candidate, plan.project.config.run)
+    tags = {tracking.ROLE: "trial", tracking.CANDIDATE: choice.candidate.name, STUDY_TAG: plan.study_name, TRIAL_TAG: str(trial.number)}
+    run_name = f"trial-{trial.number}"
+    with tracking.evaluation_run(plan.experiment_id, run_name, tags, prompt_uri=prompt_uri, parent_run_id=plan.parent_run_id) as run_id:
+        trial.set_user_attr(_study.RUN_ATTR, run_id)
+        result, pruned_at = _evaluate_in_slices(plan, configuration, backend, trial)
+        log_evaluation(plan.project, configuration, result, run_id, prompt_uri)
+        spent = sum(row["cost_usd"] or 0.0 for row in result.rows if not row["cached"])
+        trial.set_user_attr(_study.SPENT_ATTR, spent)
+        if pruned_at is not None:
+            raise PrunedTrial(f"pruned after slice {pruned_at + 1} of {plan.sweep.slices}")
+        values = plan.objective.values(result.metrics)
+        violations = [c.violation(result.metrics, plan.source_metrics) for c in plan.constraints]
+        trial.set_user_attr(_study.CONSTRAINTS_ATTR, violations)
+        if any(v > 0 for v in violations):
+            tracking.set_tags(run_id, {"agility.feasible": "false"})
+    return values if plan.objective.is_multi else values[0]
+
+
+def _evaluate_in_slices(plan: _Plan, configuration: Configuration, backend: Backend, trial: optuna.Trial) -> tuple[EvaluationResult, int | None]:
+    """Evaluate slice by slice, reporting the running objective so the pruner can stop a hopeless trial."""
+    rows_all = plan.project.dataset.rows
+    pricing = {k: v.model_dump() for k, v in plan.project.config.pricing.items()}
+    price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing)
+    size = math.ceil(len(rows_all) / plan.sweep.slices)
+    outcomes, rows = [], []
+    for step, start in enumerate(range(0, len(rows_all), size)):
+        o, r = score_samples(configuration, backend, rows_all[start : start + size], plan.project.metrics, plan.runner, price)
+        outcomes += o
+        rows += r
+        if plan.objective.is_multi or start + size >= len(rows_all):
+            continue
+        trial.report(plan.objective.values(aggregate(rows, outcomes, plan.project.metrics))[0], step)
+        if trial.should_prune():
+            return EvaluationResult(rows, aggregate(rows, outcomes, plan.project.metrics), outcomes, price), step
+    return EvaluationResult(rows, aggregate(rows, outcomes, plan.project.metrics), outcomes, price), None
+
+
+def _fail_runs_of_failed_trials(study: optuna.Study) -> None:
+    """MLflow runs of trials Optuna failed (a dead worker elsewhere) must not stay RUNNING."""
+    from agility_mlflow import tracking
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = trial.user_attrs.get(_study.RUN_ATTR)
+        if run_id:
+            tracking.fail_if_running(run_id, "interrupted: its Optuna trial failed (worker gone)")
+

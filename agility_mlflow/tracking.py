@@ -1,0 +1,227 @@
+"""Everything agility_mlflow writes to MLflow, and nothing else: runs, prompts, tables, traces.
+
+Contract (shared/DESIGN.md): tags ``agility.role``, ``agility.candidate``, ``agility.prompt``;
+params ``provider``, ``model_id``, every inference parameter, ``dataset_digest``; metrics
+``n_samples``, ``n_errors``, latency, tokens, cost and one per quality metric; the artifact
+``eval_results.json`` with one row per sample; the resolved config; one trace per sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag, SpanType
+from mlflow.exceptions import MlflowException
+
+from agility_mlflow.prompts import Template
+
+ROLE = "agility.role"
+CANDIDATE = "agility.candidate"
+PROMPT = "agility.prompt"
+HOST = "agility.host"
+PID = "agility.pid"
+ERROR = "agility.error"
+_PARAM_VALUE_LIMIT = 6000
+
+
+def configure(tracking_uri: str | None, experiment: str) -> str:
+    """Point MLflow at ``tracking_uri`` (if given) and return the id of ``experiment``, created if new."""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.set_experiment(experiment).experiment_id
+
+
+def register_prompt(template: Template) -> str:
+    """Register ``template`` in the Prompt Registry, reusing the latest version when the text is unchanged.
+
+    Returns the ``prompts:/NAME/VERSION`` URI.
+    """
+    content = template.registry_template()
+    try:
+        latest = mlflow.genai.load_prompt(f"prompts:/{template.name}@latest")
+    except MlflowException:
+        latest = None
+    if latest is not None and latest.template == content:
+        return latest.uri
+    version = mlflow.genai.register_prompt(
+        name=template.name,
+        template=content,
+        commit_message=f"agility_mlflow: from {template.origin}",
+        tags={"agility.origin": template.origin},
+    )
+    return version.uri
+
+
+def fail_abandoned_runs(experiment_id: str) -> list[str]:
+    """Mark FAILED the runs this host started whose process is gone (``kill -9``, power loss).
+
+    Returns their ids. Runs of live processes and of other hosts are left alone.
+    """
+    client = MlflowClient()
+    host = socket.gethostname()
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST}` = '{host}'",
+        max_results=1000,
+    )
+    failed = []
+    for run in runs:
+        pid = int(run.data.tags.get(PID, "0") or 0)
+        if pid and not _process_alive(pid):
+            fail_if_running(run.info.run_id, f"interrupted: process {pid} ended without closing the run")
+            failed.append(run.info.run_id)
+    return failed
+
+
+def fail_if_running(run_id: str, reason: str) -> bool:
+    """End ``run_id`` FAILED with ``reason`` if it is still RUNNING; True when it was."""
+    client = MlflowClient()
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
+    client.set_tag(run_id, ERROR, reason)
+    client.set_terminated(run_id, status="FAILED")
+    return True
+
+
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    """Several tags in one batched request."""
+    MlflowClient().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def evaluation_run(
+    experiment_id: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    *,
+    prompt_uri: str | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[str]:
+    """An MLflow run that ends FINISHED only when its body completes.
+
+    An exception ends it FAILED (with the reason in the ``agility.error`` tag), Ctrl-C ends it
+    KILLED; a process killed outright is caught later by :func:`fail_abandoned_runs`.
+    """
+    all_tags = {**tags, HOST: socket.gethostname(), PID: str(os.getpid())}
+    if prompt_uri:
+        all_tags[PROMPT] = prompt_uri
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=all_tags, nested=parent_run_id is not None)
+    run_id = run.info.run_id
+    try:
+        if prompt_uri:
+            MlflowClient().link_prompt_version_to_run(run_id, prompt_uri)
+        yield run_id
+    except KeyboardInterrupt:
+        _end(run_id, RunStatus.to_string(RunStatus.KILLED), "interrupted by the user")
+        raise
+    except BaseException as exc:
+        # An exception may say how its run ends (a pruned trial is KILLED, not FAILED).
+        status = getattr(exc, "run_status", RunStatus.to_string(RunStatus.FAILED))
+        _end(run_id, status, f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def _end(run_id: str, status: str, reason: str) -> None:
+    try:
+        MlflowClient().set_tag(run_id, ERROR, reason[:5000])
+    finally:
+        mlflow.end_run(status)
+
+
+def log_run_data(run_id: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    """Params and metrics in one batched request (each REST call to a server costs ~40 ms)."""
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(
+        run_id,
+        metrics=[Metric(name, float(value), now, 0) for name, value in metrics.items()],
+        params=[Param(name, _param_text(value)) for name, value in params.items()],
+    )
+
+
+def _param_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text[:_PARAM_VALUE_LIMIT]
+
+
+def log_results_table(run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The per-sample ``eval_results.json`` table, which the MLflow UI shows under Evaluation."""
+    import pandas as pd
+
+    mlflow.log_table(pd.DataFrame(list(rows)), artifact_file="eval_results.json", run_id=run_id)
+
+
+def log_config(run_id: str, config: Mapping[str, Any]) -> None:
+    """The resolved config (secrets already removed by the caller) as ``config.yaml``."""
+    MlflowClient().log_dict(run_id, dict(config), "config.yaml")
+
+
+def log_dataset(rows: Sequence[Mapping[str, Any]], source: str, name: str, digest: str) -> None:
+    """The golden dataset as the active run's evaluation input (the UI's Datasets column)."""
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # schema inference hints about integer columns
+        dataset = mlflow.data.from_pandas(pd.DataFrame(list(rows)), source=source, name=name, digest=digest)
+    mlflow.log_input(dataset, context="evaluation")
+
+
+def flush_traces() -> None:
+    """Wait until queued traces are written, so a run ends only after its traces are stored."""
+    mlflow.flush_trace_async_logging(terminate=False)
+
+
+def log_sample_trace(
+    *,
+    name: str,
+    provider: str,
+    model_id: str,
+    messages: Sequence[Mapping[str, str]],
+    output: str | None,
+    error: str | None,
+    start_ns: int,
+    end_ns: int,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    attributes: Mapping[str, Any],
+) -> str | None:
+    """One trace for one sample, timed as the call was, with token usage for MLflow's cost view.
+
+    Must be called while the sample's run is active, so the trace is linked to it.
+    """
+    span = mlflow.start_span_no_context(
+        name=name,
+        span_type=SpanType.CHAT_MODEL,
+        inputs={"messages": list(messages)},
+        attributes={"mlflow.llm.model": model_id, "mlflow.llm.provider": provider, **attributes},
+        start_time_ns=start_ns,
+    )
+    if input_tokens is not None and output_tokens is not None:
+        span.set_attribute(
+            "mlflow.chat.tokenUsage",
+            {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens},
+        )
+    span.end(outputs=output if error is None else {"error": error}, status="ERROR" if error else "OK", end_time_ns=end_ns)
+    return span.trace_id

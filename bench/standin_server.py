@@ -1,0 +1,114 @@
+"""An OpenAI-compatible stand-in server on 127.0.0.1 with a fixed latency, for benchmarks and fault tests.
+
+It answers ``POST /v1/chat/completions`` (streamed with ``include_usage`` or not) with a canned
+answer after ``latency_s``, counts calls, and can throttle (HTTP 429) a deterministic share of
+them. It proves speed and fault handling, never quality: features are proven on real models.
+
+Example:
+    >>> with start_standin(latency_s=0.0) as server:
+    ...     import json, urllib.request
+    ...     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    ...     request = urllib.request.Request(server.url + "/chat/completions", body, {"Content-Type": "application/json"})
+    ...     json.load(urllib.request.urlopen(request))["usage"]["completion_tokens"]
+    4
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class StandinServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, latency_s: float, throttle_every: int, answer: Callable[[dict[str, Any]], str]) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.latency_s = latency_s
+        self.throttle_every = throttle_every
+        self.answer = answer
+        self.calls = 0
+        self.throttled = 0
+        self.prompts: list[str] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StandinServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        self._json(200, {"object": "list", "data": [{"id": "standin", "object": "model"}]})
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        with self.server.lock:
+            self.server.calls += 1
+            number = self.server.calls
+            throttle = self.server.throttle_every and number % self.server.throttle_every == 0
+            if throttle:
+                self.server.throttled += 1
+            else:
+                self.server.prompts.append(request["messages"][-1]["content"])
+        if throttle:
+            self._json(429, {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}})
+            return
+        time.sleep(self.server.latency_s)
+        text = self.server.answer(request)
+        usage = {"prompt_tokens": sum(len(m["content"]) // 4 for m in request["messages"]), "completion_tokens": len(text) // 4}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if request.get("stream"):
+            self._stream(request["model"], text, usage)
+        else:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            self._json(200, {"id": "x", "object": "chat.completion", "created": 0, "model": request["model"], "choices": [choice], "usage": usage})
+
+    def _stream(self, model: str, text: str, usage: dict[str, int]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        base = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": model}
+        chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}]},
+                  {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                  {**base, "choices": [], "usage": usage}]
+        for chunk in chunks:
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.close_connection = True
+
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@contextmanager
+def start_standin(
+    latency_s: float = 0.1, throttle_every: int = 0, answer: Callable[[dict[str, Any]], str] = lambda request: "The answer is 42."
+) -> Iterator[StandinServer]:
+    """Serve in a background thread; ``throttle_every=3`` answers every third call with HTTP 429."""
+    server = StandinServer(latency_s, throttle_every, answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
