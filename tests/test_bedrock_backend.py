@@ -223,3 +223,12 @@ def test_optimize_prompt_round_trips_through_bedrock_agent_runtime(monkeypatch: 
     ]
     assert server.requests[0].path == "/optimize-prompt"
     assert server.requests[0].body == {"input": {"textPrompt": {"text": "Answer: {{question}}"}}, "targetModelId": PROFILE}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_read_timeout_is_retryable(monkeypatch: pytest.MonkeyPatch, stream: bool) -> None:
+    with start_bedrock_server(delay_s=1.0) as server:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.url)
+        with pytest.raises(RetryableError, match="ReadTimeoutError"):
+            BedrockBackend(MODEL, stream=stream, timeout_s=0.2).generate(QUESTION, PARAMS)
+        assert server.calls == 1
