@@ -49,6 +49,8 @@ def _setup_logging(verbose: bool) -> None:
     package_logger.handlers[:] = [handler]
     package_logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     package_logger.propagate = False
+    # Traces are flushed before each run ends; MLflow's exit-time notice about its queue is noise.
+    logging.getLogger("mlflow.tracing.export.async_export_queue").setLevel(logging.WARNING)
 
 
 @click.group()

@@ -144,16 +144,19 @@ class Runner:
         """One outcome per request, in request order."""
         workers = min(self.settings.concurrency, backend.max_concurrency or self.settings.concurrency, max(len(requests), 1))
         limiter = AdaptiveLimiter(workers)
+        abort = _Abort()
         outcomes: list[Outcome | None] = [None] * len(requests)
         progress_bar = _progress(len(requests), description, self.progress)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agility") as pool:
-            futures = {pool.submit(self._one, backend, params, request, limiter): i for i, request in enumerate(requests)}
+            futures = {pool.submit(self._one, backend, params, request, limiter, abort): i for i, request in enumerate(requests)}
             try:
                 pending = set(futures)
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_EXCEPTION, timeout=1.0)
                     for future in done:
-                        outcomes[futures[future]] = future.result()  # re-raises ProviderError
+                        if future.exception() is not None and abort.error is not None:
+                            raise abort.error  # the first provider error, not a follower's "stopped"
+                        outcomes[futures[future]] = future.result()
                         progress_bar.update(1)
             except BaseException:
                 for future in futures:
@@ -163,7 +166,9 @@ class Runner:
                 progress_bar.close()
         return [o for o in outcomes if o is not None]
 
-    def _one(self, backend: Backend, params: Mapping[str, Any], request: Request, limiter: AdaptiveLimiter) -> Outcome:
+    def _one(
+        self, backend: Backend, params: Mapping[str, Any], request: Request, limiter: AdaptiveLimiter, abort: _Abort
+    ) -> Outcome:
         key = None
         if self.cache is not None and backend.cacheable:
             key = cache_key(backend.provider, backend.model_id, backend.cache_identity(), params, request.messages)
@@ -181,6 +186,8 @@ class Runner:
 
         def attempt() -> Generation:
             with limiter:
+                if abort.is_set():  # another sample hit an error no retry fixes: start no new call
+                    raise ProviderError("stopped: the configuration already failed")
                 self.stats.add(calls=1)
                 generation = backend.generate(request.messages, params, sample=request.sample)
             limiter.succeeded()
@@ -198,7 +205,8 @@ class Runner:
         error: str | None = None
         try:
             generation = retrying(attempt)
-        except ProviderError:
+        except ProviderError as exc:
+            abort.set(exc)
             raise
         except RetryableError as exc:
             error = f"{exc} (gave up after {retrying.statistics.get('attempt_number', 1)} attempts)"
@@ -208,6 +216,21 @@ class Runner:
             self.cache.put(key, generation)
         attempts = retrying.statistics.get("attempt_number", 1)
         return Outcome(request, generation, error, attempts=attempts, started_ns=started, ended_ns=time.time_ns())
+
+
+class _Abort:
+    """Set by the first sample that fails in a way no retry fixes; the others then start no call."""
+
+    def __init__(self) -> None:
+        self.error: ProviderError | None = None
+        self._lock = threading.Lock()
+
+    def set(self, error: ProviderError) -> None:
+        with self._lock:
+            self.error = self.error or error
+
+    def is_set(self) -> bool:
+        return self.error is not None
 
 
 class _NoProgress:
