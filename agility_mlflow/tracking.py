@@ -43,22 +43,32 @@ def configure(tracking_uri: str | None, experiment: str) -> str:
 def register_prompt(template: Template) -> str:
     """Register ``template`` in the Prompt Registry, reusing the latest version when the text is unchanged.
 
-    Returns the ``prompts:/NAME/VERSION`` URI.
+    Returns the ``prompts:/NAME/VERSION`` URI. Safe when several processes register the same prompt
+    at once: the one that loses the race reuses the winner's version.
     """
     content = template.registry_template()
+    for attempt in range(3):
+        latest = _latest_prompt(template.name)
+        if latest is not None and latest.template == content:
+            return latest.uri
+        try:
+            return mlflow.genai.register_prompt(
+                name=template.name,
+                template=content,
+                commit_message=f"agility_mlflow: from {template.origin}",
+                tags={"agility.origin": template.origin},
+            ).uri
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS" or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _latest_prompt(name: str) -> Any:
     try:
-        latest = mlflow.genai.load_prompt(f"prompts:/{template.name}@latest")
+        return mlflow.genai.load_prompt(f"prompts:/{name}@latest")
     except MlflowException:
-        latest = None
-    if latest is not None and latest.template == content:
-        return latest.uri
-    version = mlflow.genai.register_prompt(
-        name=template.name,
-        template=content,
-        commit_message=f"agility_mlflow: from {template.origin}",
-        tags={"agility.origin": template.origin},
-    )
-    return version.uri
+        return None
 
 
 def fail_abandoned_runs(experiment_id: str) -> list[str]:

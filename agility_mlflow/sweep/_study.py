@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,12 +39,7 @@ def open_study(
     search_space: dict[str, list[Any]] | None = None,
 ) -> optuna.Study:
     """Create the study, or join it when another worker (or an earlier, killed run) made it."""
-    storage = optuna.storages.RDBStorage(
-        storage_url,
-        heartbeat_interval=sweep.heartbeat_s,
-        grace_period=2 * sweep.heartbeat_s,
-        engine_kwargs={"pool_pre_ping": True} if not storage_url.startswith("sqlite") else None,
-    )
+    storage = _storage(storage_url, sweep.heartbeat_s)
     return optuna.create_study(
         study_name=name,
         storage=storage,
@@ -50,6 +48,27 @@ def open_study(
         pruner=_pruner(sweep, len(directions) > 1),
         load_if_exists=True,
     )
+
+
+def _storage(url: str, heartbeat_s: int, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage; workers starting together on a fresh database race to create its tables."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.9
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat_s,
+                    grace_period=2 * heartbeat_s,
+                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+                )
+        except SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random())  # the other worker is creating the tables: use them next time
+    raise AssertionError("unreachable")
 
 
 def _sampler(
@@ -95,7 +114,9 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         if pid and not _alive(pid):
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             failed.append(trial.number)
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     return failed
 
 

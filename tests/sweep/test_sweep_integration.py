@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from agility_mlflow.sweep import run_sweep
 from tests.helpers import write_project
 
-POSTGRES = "postgresql+psycopg://root@127.0.0.1:5432/test"
+POSTGRES_ADMIN = "postgresql://root@127.0.0.1:5432/test"
 LOCAL = {"name": "local", "provider": "local", "model_id": "smollm2-135m-instruct", "params": {"max_tokens": 8}}
 PROMPTS = [
     {"name": "qa", "template": "Context: {{context}}\nQuestion: {{question}}"},
@@ -26,16 +26,16 @@ PROMPTS = [
 ]
 
 
-def _sweep_project(tmp_path: Path, **sweep: object) -> Path:
+def _sweep_project(tmp_path: Path, experiment: str = "test-migration", **sweep: object) -> Path:
     settings = {"params": {"max_tokens": {"choices": [4, 8]}}, "objective": "token_f1", "slices": 2, "n_trials": 4, **sweep}
-    return write_project(tmp_path, candidates=[LOCAL], prompts=PROMPTS, sweep=settings)
+    return write_project(tmp_path, experiment=experiment, candidates=[LOCAL], prompts=PROMPTS, sweep=settings)
 
 
 def _postgres_available() -> bool:
     try:
         import psycopg
 
-        psycopg.connect("postgresql://root@127.0.0.1:5432/test", connect_timeout=3).close()
+        psycopg.connect(POSTGRES_ADMIN, connect_timeout=3).close()
         return True
     except Exception:
         return False
@@ -93,6 +93,19 @@ def test_budget_stops_before_it_is_crossed(tmp_path: Path) -> None:
     assert len(study.trials) < 10
 
 
+@pytest.fixture
+def fresh_postgres() -> str:
+    """A new, empty database, so workers race to create Optuna's tables as on a first deployment."""
+    import psycopg
+
+    name = f"agility_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def _worker(config: Path, storage: str, study: str, tracking: str, n_trials: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "agility_mlflow", "sweep", str(config), "--storage", storage, "--study", study,
@@ -102,15 +115,15 @@ def _worker(config: Path, storage: str, study: str, tracking: str, n_trials: int
 
 
 @pytest.mark.skipif(not _postgres_available(), reason="PostgreSQL on 127.0.0.1:5432 is not running")
-def test_two_workers_share_one_postgres_study_without_duplicates(tmp_path: Path, tracking: str) -> None:
+def test_two_workers_share_one_postgres_study_without_duplicates(tmp_path: Path, tracking: str, fresh_postgres: str) -> None:
     study_name = f"agility-test-{uuid.uuid4().hex[:8]}"
     config = _sweep_project(tmp_path, experiment=f"pg-{study_name}", sampler="random")
-    # The first worker creates the study and parent run; then two run side by side.
-    workers = [_worker(config, POSTGRES, study_name, tracking, 6) for _ in range(2)]
+    # Two workers start together on an empty database and share one study.
+    workers = [_worker(config, fresh_postgres, study_name, tracking, 6) for _ in range(2)]
     for worker in workers:
         out, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err
-    study = optuna.load_study(study_name=study_name, storage=POSTGRES)
+    study = optuna.load_study(study_name=study_name, storage=fresh_postgres)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert 6 <= len(finished) <= 7  # a worker may start one trial while the other finishes the sixth
     assert len({t.number for t in study.trials}) == len(study.trials)
@@ -122,7 +135,6 @@ def test_two_workers_share_one_postgres_study_without_duplicates(tmp_path: Path,
     assert sum(r.data.tags.get("agility.role") == "study" for r in runs) == 1
     assert sum(r.data.tags.get("agility.role") == "trial" for r in runs) == len(study.trials)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    optuna.delete_study(study_name=study_name, storage=POSTGRES)
 
 
 def test_killed_sweep_resumes_keeping_finished_trials(tmp_path: Path, tracking: str) -> None:
