@@ -1,0 +1,30 @@
+"""The MLproject entry points run through `mlflow run`, nesting agility's runs under the project's run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from tests.helpers import REPO, write_project
+
+
+def test_mlflow_run_entry_point_nests_runs_under_the_project_run(tmp_path: Path) -> None:
+    config = write_project(tmp_path, experiment="mlproject-test")
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "run", "-P", f"config={config}",
+         "--env-manager", "local", "--experiment-name", "mlproject-test"],
+        capture_output=True, text=True, env=os.environ.copy(), timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("mlproject-test")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    source = runs["source"]
+    parents = [r for r in runs.values() if r.data.tags.get("mlflow.project.entryPoint") == "run"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert source.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert source.info.status == "FINISHED" and source.data.metrics["n_samples"] == 3
