@@ -180,7 +180,9 @@ def log_results_table(run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
     """The per-sample ``eval_results.json`` table, which the MLflow UI shows under Evaluation."""
     import pandas as pd
 
-    mlflow.log_table(pd.DataFrame(list(rows)), artifact_file="eval_results.json", run_id=run_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # schema inference hints about integer columns
+        mlflow.log_table(pd.DataFrame(list(rows)), artifact_file="eval_results.json", run_id=run_id)
 
 
 def log_config(run_id: str, config: Mapping[str, Any]) -> None:
@@ -195,7 +197,12 @@ def log_dataset(rows: Sequence[Mapping[str, Any]], source: str, name: str, diges
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # schema inference hints about integer columns
         dataset = mlflow.data.from_pandas(pd.DataFrame(list(rows)), source=source, name=name, digest=digest)
-    mlflow.log_input(dataset, context="evaluation")
+    try:
+        mlflow.log_input(dataset, context="evaluation")
+    except MlflowException:
+        # Two processes logging the same dataset at once collide on its unique key; the row now exists.
+        time.sleep(0.2)
+        mlflow.log_input(dataset, context="evaluation")
 
 
 def flush_traces() -> None:
