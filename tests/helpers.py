@@ -78,8 +78,15 @@ def write_project(directory: Path, *, rows: Sequence[Mapping[str, Any]] = GOLDEN
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The installed ``agility`` command, as a user runs it."""
+    """The ``agility`` command, as a user runs it, from ``cwd`` (default: a scratch folder, never the repo)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "agility_mlflow", *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout,
+        capture_output=True, text=True, env=env, cwd=cwd or _scratch(), timeout=timeout,
     )
+
+
+def _scratch() -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="agility-cli-"))
