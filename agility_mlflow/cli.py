@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,8 @@ def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _setup_logging(verbose: bool) -> None:
+    # MLflow hints about integer columns when it infers table schemas; our tables are read, not served.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     package_logger = logging.getLogger("agility_mlflow")

@@ -46,11 +46,15 @@ class StandinServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: StandinServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else small writes wait ~40 ms for an ACK on kept-alive connections
 
     def log_message(self, *args: Any) -> None:  # quiet
         pass
 
     def do_GET(self) -> None:
+        if self.path.endswith("/stats"):
+            self._json(200, {"calls": self.server.calls, "throttled": self.server.throttled})
+            return
         self._json(200, {"object": "list", "data": [{"id": "standin", "object": "model"}]})
 
     def do_POST(self) -> None:
@@ -112,3 +116,52 @@ def start_standin(
     finally:
         server.shutdown()
         server.server_close()
+
+
+class StandinProcess:
+    """The stand-in in a process of its own, as a real model server is (no GIL shared with the client)."""
+
+    def __init__(self, url: str, process: Any) -> None:
+        self.url = url
+        self._process = process
+
+    @property
+    def calls(self) -> int:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/stats") as response:
+            return int(json.load(response)["calls"])
+
+
+@contextmanager
+def standin_process(latency_s: float = 0.1, throttle_every: int = 0) -> Iterator[StandinProcess]:
+    """Run ``python -m bench.standin_server`` on a free port of 127.0.0.1 until the block ends."""
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.standin_server", "--latency-s", str(latency_s), "--throttle-every", str(throttle_every)],
+        stdout=subprocess.PIPE, text=True, cwd=repo,
+    )
+    try:
+        url = process.stdout.readline().strip()
+        urllib.request.urlopen(url + "/models").close()
+        yield StandinProcess(url, process)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-s", type=float, default=0.1)
+    parser.add_argument("--throttle-every", type=int, default=0)
+    options = parser.parse_args()
+    standin = StandinServer(options.latency_s, options.throttle_every, lambda request: "The answer is 42.")
+    print(standin.url, flush=True)
+    standin.serve_forever()

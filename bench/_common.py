@@ -1,0 +1,42 @@
+"""Helpers shared by the benchmarks: a scratch project against a stand-in server."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def quiet() -> None:
+    import logging
+    import warnings
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
+    warnings.filterwarnings("ignore")
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def write_project(directory: Path, base_url: str, n: int, concurrency: int, *, traces: bool = True, cache: bool = False) -> Path:
+    """``n`` questions whose reference is what the stand-in answers, one openai candidate, no source."""
+    rows = "\n".join(json.dumps({"sample_id": f"s{i}", "question": f"Question {i}?", "answer_ground_truth": "The answer is 42."})
+                     for i in range(n))
+    (directory / "golden.jsonl").write_text(rows, encoding="utf-8")
+    config = {
+        "experiment": "bench",
+        "dataset": {"path": "golden.jsonl"},
+        "prompts": [{"name": "bench-qa", "template": "Answer: {{question}}"}],
+        "candidates": [{"name": "standin", "provider": "openai", "model_id": "standin", "base_url": base_url, "api_key": "x"}],
+        "metrics": ["exact_match", "token_f1"],
+        "pricing": {"standin": {"input": 0.15, "output": 0.6}},
+        "run": {"concurrency": concurrency, "traces": traces, "cache": cache},
+    }
+    path = directory / "agility.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path

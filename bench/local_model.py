@@ -1,0 +1,55 @@
+"""Tokens per second of the ``local`` backend against llama-cpp-python called directly on the same prompts
+(target at least 0.95), and peak memory. Runs alternate so machine noise hits both alike.
+
+Run: python bench/local_model.py
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+from _common import quiet
+
+PROMPTS = [f"In two sentences, explain what a company's {topic} tells an investor." for topic in
+           ("gross margin", "current ratio", "free cash flow", "operating income", "long-term debt", "revenue growth")]
+PARAMS = {"temperature": 0.0, "max_tokens": 64}
+ROUNDS = 3
+
+
+def main() -> None:
+    quiet()
+    from agility_mlflow.backends.local import LocalBackend, _shared_model
+
+    backend = LocalBackend("smollm2-135m-instruct")
+    llm, lock = _shared_model(backend.path)
+    backend.generate([{"role": "user", "content": "warm up"}], {"max_tokens": 4})
+    totals = {"agility local backend": [0, 0.0], "llama-cpp-python direct": [0, 0.0], "llama-cpp-python streamed": [0, 0.0]}
+    for _ in range(ROUNDS):
+        for prompt in PROMPTS:
+            messages = [{"role": "user", "content": prompt}]
+            start = time.perf_counter()
+            generation = backend.generate(messages, PARAMS)
+            totals["agility local backend"][0] += generation.output_tokens
+            totals["agility local backend"][1] += time.perf_counter() - start
+            start = time.perf_counter()
+            with lock:
+                usage = llm.create_chat_completion(messages=messages, **PARAMS)["usage"]
+            totals["llama-cpp-python direct"][0] += usage["completion_tokens"]
+            totals["llama-cpp-python direct"][1] += time.perf_counter() - start
+            start = time.perf_counter()
+            with lock:  # what streaming (for time to first token) costs by itself
+                chunks = llm.create_chat_completion(messages=messages, stream=True, **PARAMS)
+                streamed = sum(1 for chunk in chunks if chunk["choices"][0]["delta"].get("content"))
+            totals["llama-cpp-python streamed"][0] += streamed
+            totals["llama-cpp-python streamed"][1] += time.perf_counter() - start
+    rates = {name: tokens / seconds for name, (tokens, seconds) in totals.items()}
+    for name, rate in rates.items():
+        print(f"{name:<26} {rate:7.1f} output tokens/s (incl. prompt processing and streaming)")
+    ratio = rates["agility local backend"] / rates["llama-cpp-python direct"]
+    print(f"ratio agility / direct: {ratio:.3f}  target >= 0.95  {'OK' if ratio >= 0.95 else 'MISSED'}")
+    print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

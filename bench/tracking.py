@@ -1,0 +1,102 @@
+"""What logging costs against a local ``mlflow server``: one run of 500 samples with all metrics and the
+per-sample table, with and without one trace per sample. Prints the REST requests made and the time
+spent in them as a share of the run's wall time.
+
+Run: python bench/tracking.py
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from _common import quiet, write_project
+
+from bench.standin_server import standin_process
+
+N, LATENCY_S, CONCURRENCY = 500, 0.1, 16
+
+
+def start_server(root: Path) -> tuple[subprocess.Popen, str]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1).close()
+            return process, url
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError("mlflow server did not start")
+
+
+def main() -> None:
+    quiet()
+    import mlflow.utils.rest_utils as rest
+
+    import agility_mlflow.evaluation as evaluation
+    from agility_mlflow import tracking
+
+    generating = {"seconds": 0.0}
+    evaluate = evaluation.evaluate
+
+    def timed_evaluate(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return evaluate(*args, **kwargs)
+        finally:
+            generating["seconds"] += time.perf_counter() - start
+
+    evaluation.evaluate = timed_evaluate
+
+    spent = {"requests": 0, "seconds": 0.0}
+    original = rest.http_request
+
+    def counted(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent["requests"] += 1
+            spent["seconds"] += time.perf_counter() - start
+
+    rest.http_request = counted
+    with tempfile.TemporaryDirectory() as tmp, standin_process(latency_s=LATENCY_S) as model:
+        server, url = start_server(Path(tmp))
+        try:
+            os.environ["AGILITY_CACHE_DIR"] = str(Path(tmp) / "cache")
+            tracking.configure(url, "bench")
+            print(f"one run of N={N} samples (model latency {LATENCY_S * 1000:.0f} ms, concurrency {CONCURRENCY}) to a local mlflow server")
+            for traces in (False, True):
+                directory = Path(tmp) / f"traces-{traces}"
+                directory.mkdir()
+                config = write_project(directory, model.url, N, CONCURRENCY, traces=traces, cache=False)
+                spent.update(requests=0, seconds=0.0)
+                generating["seconds"] = 0.0
+                start = time.perf_counter()
+                evaluation.run_project(config, tracking_uri=url, progress=False)
+                wall = time.perf_counter() - start
+                logging_s = wall - generating["seconds"]
+                label = f"with {N} traces" if traces else "without traces"
+                print(f"{label:<16} {spent['requests']:5d} REST requests; tracking takes {logging_s:7.3f} s of the run's "
+                      f"{wall:7.3f} s wall = {logging_s / wall:6.1%} (model calls and scoring: {generating['seconds']:.3f} s)")
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
