@@ -79,6 +79,9 @@ def main() -> None:
         try:
             os.environ["AGILITY_CACHE_DIR"] = str(Path(tmp) / "cache")
             tracking.configure(url, "bench")
+            warmup = Path(tmp) / "warmup"
+            warmup.mkdir()
+            evaluation.run_project(write_project(warmup, model.url, 10, CONCURRENCY), tracking_uri=url, progress=False)
             print(f"one run of N={N} samples (model latency {LATENCY_S * 1000:.0f} ms, concurrency {CONCURRENCY}) to a local mlflow server")
             for traces in (False, True):
                 directory = Path(tmp) / f"traces-{traces}"
