@@ -173,6 +173,57 @@ class SweepConfig(_Strict):
         return value
 
 
+class DecisionConfig(_Strict):
+    """The ``decision:`` section: when a candidate may replace the source (``agility compare``).
+
+    A candidate passes when, on the samples both runs answered, every primary quality metric is
+    non-inferior to the source (the confidence interval of candidate - source stays within the
+    metric's margin) and it keeps every cost, latency and error limit.
+    """
+
+    primary: list[str] | None = None
+    """Metrics that decide the verdict; default every metric in ``metrics:``."""
+    margin: float = Field(0.05, ge=0)
+    """Non-inferiority margin, absolute on the metric's own scale, for metrics without their own."""
+    margins: dict[str, float] = Field(default_factory=dict)
+    """Per-metric margins, e.g. ``{token_f1: 0.03, answer_length: 5}``."""
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    """Two-sided confidence level of the intervals (its lower bound is a one-sided test at half the rest)."""
+    power: float = Field(0.8, gt=0.5, lt=1.0)
+    """Power assumed when estimating how many samples an undecided comparison needs."""
+    method: Literal["auto", "bootstrap"] = "auto"
+    """``auto``: McNemar with a Newcombe interval for 0/1 metrics, paired bootstrap otherwise."""
+    bootstrap_resamples: int = Field(2000, ge=100, le=1_000_000)
+    seed: int = 0
+    """Bootstrap seed: the same runs give the same intervals."""
+    min_samples: int = Field(30, ge=2)
+    """Fewer paired samples than this give the verdict ``insufficient``."""
+    max_cost_per_sample_usd: float | None = Field(None, ge=0)
+    max_latency_p95_s: float | None = Field(None, gt=0)
+    max_cost_ratio: float | None = Field(None, gt=0)
+    """Candidate cost per sample over the source's, e.g. 1.0: no more expensive than the source."""
+    max_latency_p95_ratio: float | None = Field(None, gt=0)
+    max_error_rate: float = Field(0.05, ge=0, le=1)
+    """Failed samples are left out of the pairing, so too many of them would flatter a candidate."""
+    tie_break: list[str] = Field(default_factory=lambda: ["quality", "cost_usd_per_sample", "latency_p95_s"], min_length=1)
+    """Order that picks the winner among passing candidates: ``quality`` (the first primary metric)
+    or any run metric name."""
+    roles: list[Literal["candidate", "trial"]] = Field(default_factory=lambda: ["candidate", "trial"])
+    """Which runs compete: ``agility run`` candidates, ``agility sweep`` trials, or both."""
+    max_runs: int = Field(50, ge=1)
+    """Decide at most this many runs (the best by the first primary metric); the rest are listed only."""
+    worst_samples: int = Field(5, ge=0, le=100)
+    """Samples per candidate shown for error analysis in the report."""
+
+    @field_validator("margins")
+    @classmethod
+    def _non_negative_margins(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, margin in value.items():
+            if margin < 0:
+                raise ValueError(f"margin for '{name}' must be 0 or more, got {margin}")
+        return value
+
+
 class Config(_Strict):
     experiment: str
     tracking_uri: str | None = None
@@ -184,6 +235,7 @@ class Config(_Strict):
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)
     run: RunSettings = Field(default_factory=RunSettings)
     sweep: SweepConfig | None = None
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
 
     path: Path = Field(Path("agility.yaml"), exclude=True)
     """Where the config was read from; relative paths resolve against its folder."""

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag, SpanType
 from mlflow.exceptions import MlflowException
 
+from agility_mlflow._process import process_alive
 from agility_mlflow.prompts import Template
 
 ROLE = "agility.role"
@@ -86,7 +87,7 @@ def fail_abandoned_runs(experiment_id: str) -> list[str]:
     failed = []
     for run in runs:
         pid = int(run.data.tags.get(PID, "0") or 0)
-        if pid and not _process_alive(pid):
+        if pid and not process_alive(pid):
             fail_if_running(run.info.run_id, f"interrupted: process {pid} ended without closing the run")
             failed.append(run.info.run_id)
     return failed
@@ -105,16 +106,6 @@ def fail_if_running(run_id: str, reason: str) -> bool:
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
     """Several tags in one batched request."""
     MlflowClient().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from agility_mlflow._process import process_alive
 from agility_mlflow.config import SweepConfig
 
 HOST_ATTR = "agility.host"
@@ -111,7 +112,7 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         if trial.system_attrs.get(HOST_ATTR) != host:
             continue
         pid = int(trial.system_attrs.get(PID_ATTR, 0))
-        if pid and not _alive(pid):
+        if pid and not process_alive(pid):
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             failed.append(trial.number)
     with warnings.catch_warnings():
@@ -123,16 +124,6 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
 def mark_worker(study: optuna.Study, trial: optuna.Trial) -> None:
     study._storage.set_trial_system_attr(trial._trial_id, HOST_ATTR, socket.gethostname())
     study._storage.set_trial_system_attr(trial._trial_id, PID_ATTR, os.getpid())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def spent_usd(study: optuna.Study) -> float:
