@@ -16,7 +16,6 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from agility_mlflow.backends import Backend, create_backend

@@ -6,10 +6,15 @@ Run: python bench/local_model.py
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
 import resource
 import time
 
-from _common import quiet
+from bench._common import quiet
 
 PROMPTS = [f"In two sentences, explain what a company's {topic} tells an investor." for topic in
            ("gross margin", "current ratio", "free cash flow", "operating income", "long-term debt", "revenue growth")]

@@ -9,12 +9,16 @@ Run: python bench/throughput.py
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
 import os
 import tempfile
 import time
-from pathlib import Path
 
-from _common import quiet, write_project
+from bench._common import quiet, write_project
 
 from bench.standin_server import standin_process
 

@@ -7,15 +7,18 @@ Run: python bench/tracking.py
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
-from _common import quiet, write_project
+from bench._common import quiet, write_project
 
 from bench.standin_server import standin_process
 
