@@ -107,3 +107,23 @@ def sweep_command(
     for trial in result.best:
         values = ", ".join(f"{v:.4f}" for v in trial.values)
         click.echo(f"best trial {trial.number}: [{values}] {trial.params} run {trial.user_attrs.get('mlflow_run_id')}")
+
+
+@main.command("compare")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--tracking-uri", help="MLflow tracking URI (default: the config's, then MLFLOW_TRACKING_URI).")
+@click.option("--output", type=click.Path(file_okay=False), default="agility-report", show_default=True,
+              help="Folder for report.html, report.md, the plots and verdicts.json.")
+@_handle_errors
+def compare_command(config: str, tracking_uri: str | None, output: str) -> None:
+    """Decide each candidate against the source (non-inferiority, cost and latency limits), name the winner, write the report.
+
+    Exits 0 whether or not a candidate passes: the verdict is the output.
+    """
+    from agility_mlflow.compare import compare
+
+    # Under `mlflow run`, MLFLOW_RUN_ID names the project's run: nest the comparison run under it.
+    parent_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    result = compare(config, tracking_uri=tracking_uri, output=output, parent_run_id=parent_run_id)
+    click.echo(result.table())
+    click.echo(f"report: {result.report_html}  (comparison run {result.run_id})")

@@ -42,16 +42,16 @@ def configure(tracking_uri: str | None, experiment: str) -> str:
 
 
 def register_prompt(template: Template) -> str:
-    """Register ``template`` in the Prompt Registry, reusing the latest version when the text is unchanged.
+    """Register ``template`` in the Prompt Registry, reusing a version whose text is identical.
 
-    Returns the ``prompts:/NAME/VERSION`` URI. Safe when several processes register the same prompt
-    at once: the one that loses the race reuses the winner's version.
+    Returns the ``prompts:/NAME/VERSION`` URI. Switching between two texts never piles up versions,
+    and several processes registering the same prompt at once end up sharing one version.
     """
     content = template.registry_template()
     for attempt in range(3):
-        latest = _latest_prompt(template.name)
-        if latest is not None and latest.template == content:
-            return latest.uri
+        existing = _identical_version(template.name, content)
+        if existing is not None:
+            return existing
         try:
             return mlflow.genai.register_prompt(
                 name=template.name,
@@ -65,11 +65,15 @@ def register_prompt(template: Template) -> str:
     raise AssertionError("unreachable")
 
 
-def _latest_prompt(name: str) -> Any:
+def _identical_version(name: str, content: Any) -> str | None:
+    """The URI of the newest version of prompt ``name`` holding ``content``, if any."""
+    client = MlflowClient()
     try:
-        return mlflow.genai.load_prompt(f"prompts:/{name}@latest")
+        versions = client.search_prompt_versions(name)
     except MlflowException:
-        return None
+        return None  # no such prompt yet
+    matches = [v for v in versions if v.template == content]
+    return max(matches, key=lambda v: int(v.version)).uri if matches else None
 
 
 def fail_abandoned_runs(experiment_id: str) -> list[str]:

@@ -129,6 +129,9 @@ def test_prompt_version_changes_only_with_the_text(tracking: str, tmp_path: Path
     assert uri_changed != uri_first
     assert int(uri_changed.rsplit("/", 1)[1]) == int(uri_first.rsplit("/", 1)[1]) + 1
     assert MlflowClient(tracking).get_prompt_version(name, uri_changed.rsplit("/", 1)[1]).template == "Q: {{question}}"
+    # Switching back to the first text reuses its version instead of piling up copies.
+    config = write_project(tmp_path, prompts=[{"name": name, "template": "{{context}} {{question}}"}])
+    assert run_project(config, tracking_uri=tracking)[0].prompt_uri == uri_first
 
 
 @pytest.mark.parametrize(

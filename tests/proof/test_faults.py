@@ -78,7 +78,8 @@ def test_tracking_server_going_away_fails_clearly_and_a_rerun_makes_no_new_calls
                "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts")]
     url = f"http://127.0.0.1:{port}"
     env = {"MLFLOW_TRACKING_URI": url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    server_process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server_process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env)
     try:
         wait_http(f"{url}/health", process=server_process)
         with start_standin(latency_s=0.1) as model:
@@ -93,7 +94,7 @@ def test_tracking_server_going_away_fails_clearly_and_a_rerun_makes_no_new_calls
             last = err.strip().splitlines()[-1]
             assert last.startswith("error: MLflow: ") and "Traceback" not in err, err[-1500:]
 
-            server_process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            server_process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env)
             wait_http(f"{url}/health", process=server_process)
             rerun = run_cli("run", str(config), env=env)
             assert rerun.returncode == 0, rerun.stderr

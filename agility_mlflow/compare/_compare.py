@@ -1,0 +1,234 @@
+"""``agility compare``: query the runs, decide each candidate, pick the winner, write and log the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from agility_mlflow.compare import _query
+from agility_mlflow.compare._decision import (
+    LOWER_IS_BETTER_RUN_METRICS,
+    QUALITY,
+    Verdict,
+    check_limits,
+    decide,
+    metric_direction,
+    rank,
+)
+from agility_mlflow.compare._report import build_report
+from agility_mlflow.compare._result import Comparison
+from agility_mlflow.compare._runs import RunRecord
+from agility_mlflow.config import Config, load_config
+from agility_mlflow.errors import InputError
+
+logger = logging.getLogger("agility_mlflow")
+
+DEFAULT_OUTPUT = "agility-report"
+WINNER = "agility.winner"
+WINNER_NAME = "agility.winner_name"
+SOURCE_RUN = "agility.source_run_id"
+
+
+def compare(
+    config: Config | str | os.PathLike[str],
+    *,
+    tracking_uri: str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    parent_run_id: str | None = None,
+) -> Comparison:
+    """Decide every candidate against the source, pick the winner, and write and log the report.
+
+    Reads the experiment's latest FINISHED source run and its FINISHED candidate and trial runs
+    (``decision.roles``) from the tracking server, best first by the first primary metric. Runs that
+    break a cost, latency or error limit fail on their run metrics alone; the best
+    ``decision.max_runs`` of the others are decided on their per-sample results. The report goes to
+    ``output`` and to a new run tagged ``agility.role = comparison`` (with ``agility.winner``).
+
+    Args:
+        config: A config path or a loaded :class:`~agility_mlflow.config.Config`; its ``decision:``
+            section holds the rule.
+        tracking_uri: Overrides the config's ``tracking_uri`` and ``MLFLOW_TRACKING_URI``.
+        output: Folder for ``report.html``, ``report.md``, the plots and ``verdicts.json``
+            (default ``./agility-report``).
+        parent_run_id: Nest the comparison run under this run (``mlflow run`` passes ``MLFLOW_RUN_ID``).
+
+    Raises:
+        InputError: The experiment, its source run or its candidate runs are missing, or
+            ``decision:`` names a metric the config does not score.
+
+    Example:
+        >>> from agility_mlflow.compare import compare
+        >>> result = compare("projects/financial-qa/agility.yaml", output="agility-report")  # doctest: +SKIP
+        >>> print(result.table())  # doctest: +SKIP
+        source: source (run 5c1f...)
+        verdict       run                 reasons
+        fail          local-smollm/fin-qa token_f1 -0.412 [-0.480, -0.344] outside margin 0.05; cost -100%; p95 -0.62 s
+        winner: none: no candidate passed, the source stays
+        >>> result.winner is None, result.report_html  # doctest: +SKIP
+        (True, PosixPath('agility-report/report.html'))
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    metrics, primary = _check_decision(cfg)
+    decision = cfg.decision
+    uri = tracking_uri or cfg.resolved_tracking_uri()
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(cfg.experiment)
+    if experiment is None:
+        raise InputError(f"{cfg.path.name}: experiment '{cfg.experiment}' not found in {mlflow.get_tracking_uri()}; run `agility run` first")
+    source = _query.latest_source_run(experiment.experiment_id, client=client)
+    if source is None:
+        raise InputError(
+            f"{cfg.path.name}: experiment '{cfg.experiment}' has no FINISHED source run (tag agility.role=source); "
+            "run `agility run` on a dataset with the source model's answers first"
+        )
+    runs = _query.candidate_runs(
+        experiment.experiment_id, roles=decision.roles, order_metric=primary[0], higher_is_better=metric_direction(primary[0]), client=client
+    )
+    runs = _latest_per_candidate(runs)
+    if not runs:
+        raise InputError(f"{cfg.path.name}: experiment '{cfg.experiment}' has no FINISHED {' or '.join(decision.roles)} runs to compare")
+
+    # Limits need only run metrics: a run that breaks one fails without downloading its samples.
+    within = [all(check.passed for check in check_limits(source, run, decision)) for run in runs]
+    over_limit = [run for run, ok in zip(runs, within) if not ok]
+    eligible = [run for run, ok in zip(runs, within) if ok]
+    to_decide, not_decided = eligible[: decision.max_runs], eligible[decision.max_runs :]
+    source, *loaded = _query.load_results([source, *to_decide], client=client)
+    _check_source(cfg, source, primary)
+
+    verdicts = [
+        decide(source, run, metrics=metrics, primary=primary, decision=decision) if run.rows is not None else _unreadable(source, run, cfg)
+        for run in [*loaded, *over_limit]
+    ]
+    ranked = rank(verdicts, tie_break=decision.tie_break, primary_metric=primary[0])
+    winner = ranked[0] if ranked and ranked[0].passed else None
+    comparison = Comparison(
+        cfg.experiment, source, ranked, winner, metrics, primary, decision, not_decided, _questions(cfg),
+        output_dir=Path(output if output is not None else DEFAULT_OUTPUT),
+    )
+    _log_comparison(comparison, experiment.experiment_id, parent_run_id)
+    return comparison
+
+
+def _check_decision(cfg: Config) -> tuple[list[str], list[str]]:
+    """The quality metrics and the primary ones; names outside ``metrics:`` are input errors."""
+    metrics = list(cfg.metrics)
+    decision = cfg.decision
+    primary = list(decision.primary or metrics)
+    if not primary:
+        raise InputError(f"{cfg.path.name}: key 'decision.primary': no metric to decide on (metrics: is empty)")
+    for key, names in (("decision.primary", primary), ("decision.margins", list(decision.margins))):
+        for name in names:
+            if name not in metrics:
+                raise InputError(f"{cfg.path.name}: key '{key}': metric '{name}' is not in metrics: ({', '.join(metrics)})")
+    for name in decision.tie_break:
+        if name != QUALITY and name not in metrics and name not in LOWER_IS_BETTER_RUN_METRICS:
+            known = ", ".join([QUALITY, *metrics, *sorted(LOWER_IS_BETTER_RUN_METRICS)])
+            raise InputError(f"{cfg.path.name}: key 'decision.tie_break': unknown key '{name}' (known: {known})")
+    return metrics, primary
+
+
+def _latest_per_candidate(runs: list[RunRecord]) -> list[RunRecord]:
+    """Keep the newest run of each ``agility run`` configuration (run name); every sweep trial stays."""
+    newest: dict[str, RunRecord] = {}
+    for run in runs:
+        if run.role == "candidate" and (run.name not in newest or run.start_time > newest[run.name].start_time):
+            newest[run.name] = run
+    kept = [run for run in runs if run.role != "candidate" or newest[run.name] is run]
+    if len(kept) < len(runs):
+        logger.info("compare: %d older runs of the same candidates left out (the newest of each is compared)", len(runs) - len(kept))
+    return kept
+
+
+def _check_source(cfg: Config, source: RunRecord, primary: list[str]) -> None:
+    if source.rows is None:
+        raise InputError(f"{cfg.path.name}: source run {source.run_id} has no readable {_query.RESULTS_ARTIFACT}")
+    for name in primary:
+        if not source.scores(name):
+            raise InputError(
+                f"{cfg.path.name}: key 'decision.primary': the source run {source.run_id} has no '{name}' scores "
+                "(was it scored with other metrics?)"
+            )
+
+
+def _unreadable(source: RunRecord, run: RunRecord, cfg: Config) -> Verdict:
+    limits = check_limits(source, run, cfg.decision)
+    reasons = (*[c.text for c in limits if c.text], f"no readable {_query.RESULTS_ARTIFACT}: quality not compared")
+    return Verdict(run, "fail", reasons, (), limits)
+
+
+def _questions(cfg: Config) -> dict[str, str]:
+    """Sample id to question from the golden dataset, for the report's worst samples."""
+    from agility_mlflow.dataset import load_dataset
+
+    dataset = load_dataset(cfg.resolve(cfg.dataset.path), cfg.dataset.columns)
+    return {str(row["sample_id"]): str(row["question"]) for row in dataset.rows if row.get("question") is not None}
+
+
+def _log_comparison(comparison: Comparison, experiment_id: str, parent_run_id: str | None) -> None:
+    """The comparison run: the decision as params, the counts as metrics, the verdict as tags, the report as artifacts."""
+    from mlflow import MlflowClient
+
+    from agility_mlflow import tracking
+
+    winner = comparison.winner
+    tags = {tracking.ROLE: "comparison", SOURCE_RUN: comparison.source.run_id, WINNER: winner.run.run_id if winner else "none"}
+    if winner:
+        tags[WINNER_NAME] = winner.run.name
+    with tracking.evaluation_run(experiment_id, "comparison", tags, parent_run_id=parent_run_id) as run_id:
+        comparison.run_id = run_id
+        tracking.log_run_data(run_id, _params(comparison), _metrics(comparison))
+        assert comparison.output_dir is not None
+        paths = build_report(comparison).write(comparison.output_dir)
+        verdicts = comparison.output_dir / "verdicts.json"
+        verdicts.write_text(json.dumps(comparison.to_dict(), indent=2, default=str), encoding="utf-8")
+        client = MlflowClient()
+        for path in [*paths, verdicts]:
+            client.log_artifact(run_id, str(path))
+
+
+def _params(comparison: Comparison) -> dict[str, Any]:
+    d = comparison.decision
+    params: dict[str, Any] = {
+        "source_run_id": comparison.source.run_id,
+        "primary": comparison.primary,
+        "margins": {m: d.margins.get(m, d.margin) for m in comparison.metrics},
+        "confidence": d.confidence,
+        "power": d.power,
+        "method": d.method,
+        "bootstrap_resamples": d.bootstrap_resamples,
+        "seed": d.seed,
+        "min_samples": d.min_samples,
+        "max_error_rate": d.max_error_rate,
+        "tie_break": d.tie_break,
+        "roles": d.roles,
+        "max_runs": d.max_runs,
+    }
+    for key in ("max_cost_per_sample_usd", "max_latency_p95_s", "max_cost_ratio", "max_latency_p95_ratio"):
+        if getattr(d, key) is not None:
+            params[key] = getattr(d, key)
+    return params
+
+
+def _metrics(comparison: Comparison) -> dict[str, float]:
+    counts = comparison.counts()
+    metrics = {
+        "n_decided": float(len(comparison.verdicts)),
+        "n_pass": float(counts["pass"]),
+        "n_fail": float(counts["fail"]),
+        "n_insufficient": float(counts["insufficient"]),
+        "n_not_decided": float(len(comparison.not_decided)),
+    }
+    if comparison.winner:
+        for c in comparison.winner.comparisons:
+            if c.difference is not None:
+                metrics.update({f"winner_{c.metric}_diff": c.difference, f"winner_{c.metric}_ci_low": c.ci_low, f"winner_{c.metric}_ci_high": c.ci_high})
+    return metrics
