@@ -127,3 +127,21 @@ def compare_command(config: str, tracking_uri: str | None, output: str) -> None:
     result = compare(config, tracking_uri=tracking_uri, output=output, parent_run_id=parent_run_id)
     click.echo(result.table())
     click.echo(f"report: {result.report_html}  (comparison run {result.run_id})")
+
+
+@main.command("migrate")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--prompt", "prompt", required=True, help="The config prompt to migrate.")
+@click.option("--method", type=click.Choice(["metaprompt", "bedrock"]), required=True, help="How to rewrite it.")
+@click.option("--target-model", required=True, help="The model the prompt is rewritten for, e.g. us.anthropic.claude-3-5-haiku-20241022-v1:0.")
+@click.option("--via", help="metaprompt: the rewriting model, a candidate name or provider:model_id (default: the local model).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: the config's, then MLFLOW_TRACKING_URI).")
+@_handle_errors
+def migrate_command(config: str, prompt: str, method: str, target_model: str, via: str | None, tracking_uri: str | None) -> None:
+    """Rewrite a prompt for a target model and register it as a new Prompt Registry version."""
+    from agility_mlflow.migrate import migrate_prompt
+
+    result = migrate_prompt(config, prompt, method, target_model, via=via, tracking_uri=tracking_uri)
+    for repair in result.repairs:
+        click.echo(f"repaired placeholder {repair}", err=True)
+    click.echo(result.uri)

@@ -76,14 +76,24 @@ class RunSummary:
     metrics: dict[str, float]
 
 
-def prepare(config: Config | str | os.PathLike[str], *, limit: int | None = None, candidates: Sequence[str] | None = None) -> Project:
-    """Load and cross-check everything a run needs, without calling a model or touching MLflow."""
+def prepare(
+    config: Config | str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    candidates: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
+) -> Project:
+    """Load and cross-check everything a run needs, without calling a model or writing to MLflow.
+
+    ``tracking_uri`` (default: the config's) is only read for ``prompts:/`` templates.
+    """
     if not isinstance(config, Config):
         config = load_config(config)
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1, got {limit}")
     dataset = load_dataset(config.resolve(config.dataset.path), config.dataset.columns).head(limit)
-    templates = {p.name: load_template(p.name, p.template, p.system, config.base_dir) for p in config.prompts}
+    registry = tracking_uri or config.resolved_tracking_uri()
+    templates = {p.name: load_template(p.name, p.template, p.system, config.base_dir, registry) for p in config.prompts}
     for template in templates.values():
         template.check_columns(dataset.columns, dataset.path.name)
         dataset.require(sorted(template.variables), f"prompt '{template.name}'")
@@ -183,6 +193,7 @@ def _score(outcome: Outcome, metrics: Sequence[Metric], price: Price | None) -> 
         "reference": refs[0] if len(refs) == 1 else (refs or None),
         "latency_s": generation.latency_s if generation else None,
         "ttft_s": generation.ttft_s if generation else None,
+        "provider_latency_s": generation.provider_latency_s if generation else None,
         "input_tokens": generation.input_tokens if generation else None,
         "output_tokens": generation.output_tokens if generation else None,
         "cost_usd": cost_usd(price, generation.input_tokens, generation.output_tokens) if generation else None,
@@ -218,7 +229,7 @@ def run_project(
     """
     from agility_mlflow import tracking
 
-    project = prepare(config, limit=limit, candidates=candidates)
+    project = prepare(config, limit=limit, candidates=candidates, tracking_uri=tracking_uri)
     backends = create_backends(project)
     cfg = project.config
     runner = runner or Runner(cfg.run, ResponseCache(), progress=progress)
@@ -323,7 +334,7 @@ def _log_traces(configuration: Configuration, result: EvaluationResult, prompt_u
 
 
 _ROW_FIELDS = frozenset(
-    {"sample_id", "output", "reference", "latency_s", "ttft_s", "input_tokens", "output_tokens", "cost_usd", "finish_reason", "cached", "error"}
+    {"sample_id", "output", "reference", "latency_s", "ttft_s", "provider_latency_s", "input_tokens", "output_tokens", "cost_usd", "finish_reason", "cached", "error"}
 )
 
 

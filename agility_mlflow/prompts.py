@@ -21,6 +21,7 @@ from typing import Any
 
 from agility_mlflow.errors import InputError
 
+REGISTRY_SCHEME = "prompts:/"
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _BRACES = re.compile(r"\{\{|\}\}")
 
@@ -33,17 +34,21 @@ class Template:
     user: str
     system: str | None = None
     origin: str = "inline"
-    """Where the text came from (a file name or ``inline``), for error messages."""
+    """Where the text came from (a file name, ``inline`` or a ``prompts:/`` URI), for error messages."""
+    registry_uri: str | None = None
+    """Set when the text was loaded from the Prompt Registry: runs link to that version as it is."""
 
     @classmethod
-    def from_text(cls, name: str, user: str, system: str | None = None, origin: str = "inline") -> Template:
+    def from_text(
+        cls, name: str, user: str, system: str | None = None, origin: str = "inline", registry_uri: str | None = None
+    ) -> Template:
         """Build a template, failing on malformed placeholders such as ``{{question}`` or ``{{ 1x }}``."""
         for part in (system, user):
             if part is not None:
                 _check_balanced(name, origin, part)
         if not user.strip():
             raise InputError(f"prompt '{name}' ({origin}): the template is empty")
-        return cls(name, user, system, origin)
+        return cls(name, user, system, origin, registry_uri)
 
     @property
     def variables(self) -> frozenset[str]:
@@ -75,11 +80,39 @@ class Template:
             )
 
 
-def load_template(name: str, template: str, system: str | None, base_dir: Path) -> Template:
-    """A template from config values, each either a file path relative to ``base_dir`` or inline text."""
+def load_template(name: str, template: str, system: str | None, base_dir: Path, tracking_uri: str | None = None) -> Template:
+    """A template from config values, each a file path relative to ``base_dir`` or inline text.
+
+    ``template`` may also be a Prompt Registry URI (``prompts:/NAME/VERSION`` or ``prompts:/NAME@ALIAS``),
+    read from the registry at ``tracking_uri``; a chat prompt there brings its own system message.
+    """
+    if template.startswith(REGISTRY_SCHEME):
+        return _from_registry(name, template, system, base_dir, tracking_uri)
     user_text, origin = _file_or_text(template, base_dir, name)
     system_text = _file_or_text(system, base_dir, name)[0] if system is not None else None
     return Template.from_text(name, user_text, system_text, origin)
+
+
+def _from_registry(name: str, uri: str, system: str | None, base_dir: Path, tracking_uri: str | None) -> Template:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        stored = MlflowClient(tracking_uri=tracking_uri).load_prompt(uri)
+    except MlflowException as exc:
+        raise InputError(f"prompt '{name}': cannot load {uri} from the Prompt Registry: {str(exc).splitlines()[0]}") from None
+    if stored is None:
+        raise InputError(f"prompt '{name}': {uri} is not in the Prompt Registry")
+    content = stored.template
+    if isinstance(content, str):
+        system_text = _file_or_text(system, base_dir, name)[0] if system is not None else None
+        user_text = content
+    else:
+        if system is not None:
+            raise InputError(f"prompt '{name}': {uri} is a chat prompt with its own system message; drop 'system'")
+        by_role = {m["role"]: m["content"] for m in content}
+        user_text, system_text = by_role.get("user", ""), by_role.get("system")
+    return Template.from_text(name, user_text, system_text, origin=stored.uri, registry_uri=stored.uri)
 
 
 def _file_or_text(value: str, base_dir: Path, name: str) -> tuple[str, str]:

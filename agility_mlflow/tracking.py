@@ -41,12 +41,15 @@ def configure(tracking_uri: str | None, experiment: str) -> str:
     return mlflow.set_experiment(experiment).experiment_id
 
 
-def register_prompt(template: Template) -> str:
+def register_prompt(template: Template, tags: Mapping[str, str] | None = None) -> str:
     """Register ``template`` in the Prompt Registry, reusing a version whose text is identical.
 
     Returns the ``prompts:/NAME/VERSION`` URI. Switching between two texts never piles up versions,
-    and several processes registering the same prompt at once end up sharing one version.
+    and several processes registering the same prompt at once end up sharing one version. ``tags``
+    go on a newly registered version.
     """
+    if template.registry_uri is not None:
+        return template.registry_uri
     content = template.registry_template()
     for attempt in range(3):
         existing = _identical_version(template.name, content)
@@ -57,7 +60,7 @@ def register_prompt(template: Template) -> str:
                 name=template.name,
                 template=content,
                 commit_message=f"agility_mlflow: from {template.origin}",
-                tags={"agility.origin": template.origin},
+                tags={"agility.origin": template.origin, **(tags or {})},
             ).uri
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS" or attempt == 2:
@@ -178,6 +181,11 @@ def log_results_table(run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # schema inference hints about integer columns
         mlflow.log_table(pd.DataFrame(list(rows)), artifact_file="eval_results.json", run_id=run_id)
+
+
+def log_text(run_id: str, text: str, artifact_file: str) -> None:
+    """A text artifact (a diff, an analysis)."""
+    MlflowClient().log_text(run_id, text, artifact_file)
 
 
 def log_config(run_id: str, config: Mapping[str, Any]) -> None:

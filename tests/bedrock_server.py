@@ -172,10 +172,10 @@ class _Handler(BaseHTTPRequestHandler):
         if bedrock.known_models is not None and model_id not in bedrock.known_models:
             return self._error("ResourceNotFoundException", f"Model {model_id} not found.")
 
+        start = time.perf_counter()  # the model's time (latencyMs) includes the wait, as on Bedrock
         time.sleep(bedrock.delay_s)
         if operation == "optimize-prompt":
             return self._optimize(bedrock, model_id, body["input"]["textPrompt"]["text"])
-        start = time.perf_counter()
         answer = bedrock.responder(model_id, body)
         usage = {"inputTokens": _words(_request_text(body)), "outputTokens": _words(answer)}
         usage["totalTokens"] = usage["inputTokens"] + usage["outputTokens"]

@@ -48,7 +48,7 @@ def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = open(tmp_path_factory.mktemp("llama-server") / "server.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path("smollm2-135m-instruct")),
+        [sys.executable, "-m", "tests.llama_server", "--model", str(model_path("smollm2-135m-instruct")),
          "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--model_alias", "smollm2"],
         stdout=log, stderr=subprocess.STDOUT,
     )

@@ -54,6 +54,8 @@ def test_answers_with_tokens_and_latency(bedrock: BedrockServer, stream: bool) -
     else:
         assert generation.ttft_s is None
     assert bedrock.requests[0].operation == ("converse-stream" if stream else "converse")
+    # Bedrock's own latencyMs (the server sends its time + 1 ms) is kept beside the wall time
+    assert generation.provider_latency_s is not None and 0.001 <= generation.provider_latency_s <= generation.latency_s + 0.001
 
 
 def test_time_to_first_token_includes_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,6 +63,7 @@ def test_time_to_first_token_includes_the_wait(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.url)
         generation = BedrockBackend(MODEL).generate(QUESTION, PARAMS)
     assert generation.ttft_s is not None and 0.2 <= generation.ttft_s <= generation.latency_s
+    assert generation.provider_latency_s is not None and generation.provider_latency_s >= 0.2
 
 
 def test_request_carries_system_prompt_inference_config_and_extra_fields(bedrock: BedrockServer) -> None:

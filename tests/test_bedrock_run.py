@@ -73,3 +73,21 @@ def test_validation_error_fails_the_configuration_at_once(aws_env: None, tmp_pat
     runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("test-migration").experiment_id])
     statuses = {r.info.run_name: r.info.status for r in runs}
     assert statuses == {"source": "FINISHED", "bad/qa": "FAILED"}
+
+
+def test_the_shipped_openai_to_bedrock_example_runs_as_written(aws_env: None) -> None:
+    config = Path(__file__).resolve().parents[1] / "projects" / "openai-to-bedrock" / "agility.yaml"
+    with start_bedrock_server(responder=lambda model_id, request: f"{model_id} says $1,234.5 million") as server:
+        result = run_cli("run", str(config), "--limit", "3", env={"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": server.url})
+        models = sorted({r.model_id for r in server.requests})
+    assert result.returncode == 0, result.stderr
+    assert models == ["us.amazon.nova-lite-v1:0", "us.anthropic.claude-3-5-haiku-20241022-v1:0"]
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("openai-to-bedrock").experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert set(by_name) == {"source", "claude-3-5-haiku/fin-qa", "nova-lite/fin-qa"}
+    for name in ("claude-3-5-haiku/fin-qa", "nova-lite/fin-qa"):
+        run = by_name[name]
+        assert run.info.status == "FINISHED" and run.data.metrics["n_samples"] == 3 and run.data.metrics["n_errors"] == 0
+        assert run.data.metrics["cost_usd_total"] > 0  # Bedrock prices are known offline
+        assert 0 < run.data.metrics["provider_latency_p50_s"] <= run.data.metrics["latency_p95_s"] + 0.001

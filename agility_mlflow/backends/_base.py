@@ -25,6 +25,8 @@ class Generation:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    provider_latency_s: float | None = None
+    """The provider's own processing time, when it reports one (Bedrock's ``latencyMs``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +36,7 @@ class Generation:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "finish_reason": self.finish_reason,
+            "provider_latency_s": self.provider_latency_s,
         }
 
     @classmethod

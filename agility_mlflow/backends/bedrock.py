@@ -14,8 +14,8 @@ point the client at another endpoint, such as a VPC endpoint or a test server.
 botocore's own retries are switched off: the runner's retry layer is the only one, so retries never
 multiply and throttling reaches the runner's adaptive concurrency at once.
 
-Latency: ``Generation.latency_s`` is the wall time the caller waited, measured on this side. Bedrock's
-own ``metrics.latencyMs`` (server time, without the network) is not part of :class:`Generation`.
+Latency: ``Generation.latency_s`` is the wall time the caller waited, measured on this side;
+``Generation.provider_latency_s`` is Bedrock's own ``metrics.latencyMs`` (its time, without the network).
 
 Example:
     The request a chat turns into:
@@ -166,6 +166,7 @@ class BedrockBackend(Backend):
             input_tokens=usage.get("inputTokens"),
             output_tokens=usage.get("outputTokens"),
             finish_reason=response.get("stopReason"),
+            provider_latency_s=_seconds(response.get("metrics")),
         )
 
     def _stream(self, request: dict[str, Any]) -> Generation:
@@ -177,6 +178,7 @@ class BedrockBackend(Backend):
         pieces: list[str] = []
         stop_reason: str | None = None
         usage: Mapping[str, Any] = {}
+        server_metrics: Mapping[str, Any] | None = None
         stream = self._client.converse_stream(**request)["stream"]
         try:
             for event in stream:
@@ -189,6 +191,7 @@ class BedrockBackend(Backend):
                     stop_reason = event["messageStop"]["stopReason"]
                 elif "metadata" in event:
                     usage = event["metadata"].get("usage") or {}
+                    server_metrics = event["metadata"].get("metrics")
         except (URLLib3Error, ParserError) as exc:
             # The event stream reads urllib3's response directly, so a dropped connection surfaces as a
             # urllib3 error (not botocore's), and a truncated or corrupt frame as an event-stream ParserError.
@@ -204,6 +207,7 @@ class BedrockBackend(Backend):
             input_tokens=usage.get("inputTokens"),
             output_tokens=usage.get("outputTokens"),
             finish_reason=stop_reason,
+            provider_latency_s=_seconds(server_metrics),
         )
 
     def cache_identity(self) -> Mapping[str, Any]:
@@ -226,3 +230,8 @@ def _client_error(exc: Any, model_id: str) -> AgilityError:
     if code in _TRANSIENT or status >= 500:
         return RetryableError(message)
     return ProviderError(f"{model_id}: {message}")
+
+
+def _seconds(metrics: Mapping[str, Any] | None) -> float | None:
+    latency_ms = (metrics or {}).get("latencyMs")
+    return latency_ms / 1000 if latency_ms is not None else None

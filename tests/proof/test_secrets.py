@@ -37,7 +37,7 @@ def test_no_secret_is_logged_anywhere(tmp_path: Path, monkeypatch: pytest.Monkey
     env = {**SECRETS, "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
     env.pop("AWS_BEARER_TOKEN_BEDROCK", None)
     with start_standin(latency_s=0.0) as openai_server, start_bedrock_server() as bedrock:
-        env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = bedrock.url
+        env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = env["AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME"] = bedrock.url
         candidates = [
             {"name": "gpt", "provider": "openai", "model_id": "gpt-4o-mini", "base_url": openai_server.url,
              "api_key": CONFIG_KEY, "params": {"max_tokens": 16, "extra": {"user": "analyst"}}},
@@ -48,12 +48,15 @@ def test_no_secret_is_logged_anywhere(tmp_path: Path, monkeypatch: pytest.Monkey
         sweep = {"candidates": ["gpt"], "params": {"max_tokens": {"choices": [8, 16]}}, "n_trials": 2, "slices": 1,
                  "storage": f"sqlite:///{store / 'optuna.db'}", "objective": "token_f1"}
         config = write_project(tmp_path, candidates=candidates, sweep=sweep)
-        outputs = [run_cli("run", str(config), env=env, cwd=store), run_cli("sweep", str(config), env=env, cwd=store)]
+        outputs = [run_cli("run", str(config), env=env, cwd=store), run_cli("sweep", str(config), env=env, cwd=store),
+                   run_cli("migrate", str(config), "--prompt", "qa", "--method", "bedrock", "--target-model",
+                           "anthropic.claude-3-haiku-20240307-v1:0", env=env, cwd=store)]
         bad_config = write_project(tmp_path / "bad", candidates=[{**candidates[0], "model_id": ""}], metrics=["nope"])
         bad = run_cli("run", str(bad_config), env=env, cwd=store)
         outputs.append(bad)
-    assert [o.returncode for o in outputs] == [0, 0, 2], [o.stderr[-500:] for o in outputs]
+    assert [o.returncode for o in outputs] == [0, 0, 0, 2], [o.stderr[-500:] for o in outputs]
     assert bedrock.requests and all("Authorization" in r.headers for r in bedrock.requests)  # the keys were used
+    assert "optimize-prompt" in {r.operation for r in bedrock.requests}
 
     assert (store / "mlruns").is_dir()  # artifacts landed where they are scanned
     stored = _every_stored_byte(store)

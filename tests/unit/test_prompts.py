@@ -58,3 +58,14 @@ def test_error_names_the_line_in_a_file(tmp_path: Path) -> None:
     (tmp_path / "p.txt").write_text("ok\nok {{question}}\nbad {{context}\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"^prompt 'qa' \(p\.txt\), line 3: malformed placeholder"):
         load_template("qa", "p.txt", None, tmp_path)
+
+
+def test_a_registry_chat_prompt_brings_its_system_message(tmp_path: Path) -> None:
+    import mlflow
+
+    chat = [{"role": "system", "content": "Be exact."}, {"role": "user", "content": "Q: {{question}}"}]
+    uri = mlflow.genai.register_prompt(name="chat-qa", template=chat).uri
+    template = load_template("qa", uri, None, tmp_path)
+    assert (template.system, template.user, template.registry_uri) == ("Be exact.", "Q: {{question}}", "prompts:/chat-qa/1")
+    with pytest.raises(InputError, match=r"^prompt 'qa': prompts:/chat-qa/1 is a chat prompt with its own system message; drop 'system'$"):
+        load_template("qa", uri, "Other system.", tmp_path)

@@ -1,0 +1,117 @@
+"""``agility migrate``: rewrite a prompt for a target model and register it as a new Prompt Registry version.
+
+Two methods: ``metaprompt`` (an LLM, any backend, rewrites the template in the target model's
+conventions) and ``bedrock`` (Amazon Bedrock prompt optimization). Either way every ``{{variable}}``
+of the source survives: renamed placeholders are put back, and a result that loses or invents one is
+rejected, never registered. The system message, if any, is kept as it is.
+
+Example:
+    >>> result = migrate_prompt("projects/financial-qa/agility.yaml", "fin-qa", "bedrock",
+    ...                         "us.anthropic.claude-3-5-haiku-20241022-v1:0")  # doctest: +SKIP
+    >>> result.uri  # doctest: +SKIP
+    'prompts:/fin-qa/2'
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+
+from agility_mlflow.backends import Backend, create_backend
+from agility_mlflow.config import Config, ModelConfig
+from agility_mlflow.errors import AgilityError, InputError
+from agility_mlflow.evaluation import prepare
+from agility_mlflow.migrate._bedrock import optimize_prompt
+from agility_mlflow.migrate._metaprompt import metaprompt_messages, parse_rewrite
+from agility_mlflow.migrate._placeholders import check_placeholders, restore_placeholders
+from agility_mlflow.prompts import Template
+
+METHODS = ("metaprompt", "bedrock")
+DEFAULT_VIA = "local:smollm2-135m-instruct"
+
+
+@dataclass
+class MigrationResult:
+    uri: str
+    source_uri: str
+    template: str
+    analysis: str
+    repairs: list[str] = field(default_factory=list)
+    run_id: str = ""
+
+
+def migrate_prompt(
+    config: Config | str | os.PathLike[str],
+    prompt: str,
+    method: str,
+    target_model: str,
+    *,
+    via: str | None = None,
+    backend: Backend | None = None,
+    tracking_uri: str | None = None,
+) -> MigrationResult:
+    """Migrate config prompt ``prompt`` for ``target_model`` and register the result.
+
+    Args:
+        via: For ``metaprompt``, the model that rewrites: a candidate name of the config or
+            ``provider:model_id`` (default the local model). Ignored by ``bedrock``.
+        backend: A ready backend to rewrite with instead of ``via``.
+    """
+    from agility_mlflow import tracking
+
+    project = prepare(config, tracking_uri=tracking_uri)
+    if prompt not in project.templates:
+        raise InputError(f"{project.config.path.name}: --prompt '{prompt}' is not a prompt (known: {', '.join(project.templates)})")
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    source = project.templates[prompt]
+    variables = sorted(source.variables)
+    if method == "metaprompt":
+        backend = backend or _backend(project.config, via or DEFAULT_VIA)
+        from agility_mlflow.runner import Request, Runner
+
+        runner = Runner(project.config.run, progress=False)
+        params = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 1024}
+        outcome = runner.run(backend, params, [Request("metaprompt", metaprompt_messages(source.user, variables, target_model), {})])[0]
+        if outcome.generation is None:
+            raise AgilityError(f"the metaprompt call failed: {outcome.error}")
+        rewritten, analysis = parse_rewrite(outcome.generation.text)
+    else:
+        rewritten, analysis = optimize_prompt(source.user, target_model, project.config.candidates[0].region if project.config.candidates else None)
+    rewritten, repairs = restore_placeholders(rewritten, variables)
+    check_placeholders(rewritten, variables, f"the {method} rewrite of '{prompt}' for {target_model}")
+    # A new version of the same registry prompt, so its history reads source -> migrated.
+    registry_name = source.registry_uri.removeprefix("prompts:/").split("/")[0].split("@")[0] if source.registry_uri else source.name
+    migrated = Template.from_text(registry_name, rewritten, source.system, origin=f"{method} for {target_model}")
+
+    experiment_id = tracking.configure(tracking_uri or project.config.resolved_tracking_uri(), project.config.experiment)
+    source_uri = tracking.register_prompt(source)
+    tags = {"agility.migrated_from": source_uri, "agility.migration_method": method, "agility.target_model": target_model,
+            "agility.analysis": analysis[:5000]}
+    uri = tracking.register_prompt(migrated, tags=tags)
+    diff = "".join(difflib.unified_diff(source.user.splitlines(keepends=True), rewritten.splitlines(keepends=True),
+                                        fromfile=source_uri, tofile=uri))
+    with tracking.evaluation_run(experiment_id, f"migrate/{prompt}", {tracking.ROLE: "migration"}, prompt_uri=uri) as run_id:
+        tracking.log_run_data(run_id, {"method": method, "target_model": target_model, "source_prompt": source_uri,
+                                       "migrated_prompt": uri, "via": via or (DEFAULT_VIA if method == "metaprompt" else "bedrock")},
+                              {"placeholders_repaired": float(len(repairs))})
+        tracking.log_text(run_id, diff or "(no change)\n", "prompt.diff")
+        tracking.log_text(run_id, analysis or "(no analysis returned)\n", "analysis.txt")
+    return MigrationResult(uri, source_uri, rewritten, analysis, repairs, run_id)
+
+
+def _backend(config: Config, via: str) -> Backend:
+    candidate = next((c for c in config.candidates if c.name == via), None)
+    if candidate is not None:
+        return create_backend(candidate, config.run)
+    provider, _, model_id = via.partition(":")
+    if not model_id:
+        raise InputError(f"--via '{via}' is neither a candidate of {config.path.name} nor provider:model_id")
+    try:
+        return create_backend(ModelConfig(provider=provider, model_id=model_id), config.run)
+    except ValueError as exc:
+        raise InputError(f"--via '{via}': {str(exc).splitlines()[0]}") from None
+
+
+__all__ = ["METHODS", "MigrationResult", "migrate_prompt"]
