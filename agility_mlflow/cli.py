@@ -145,3 +145,27 @@ def migrate_command(config: str, prompt: str, method: str, target_model: str, vi
     for repair in result.repairs:
         click.echo(f"repaired placeholder {repair}", err=True)
     click.echo(result.uri)
+
+
+@main.command("dataset-from-traces")
+@click.argument("experiment")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="The dataset file: .jsonl, .csv or .parquet.")
+@click.option("--since", help="Only traces from this ISO date or time on (UTC unless a zone is given).")
+@click.option("--until", help="Only traces before this ISO date or time.")
+@click.option("--filter", "filter_string", help="An extra mlflow.search_traces filter, e.g. \"tags.env = 'prod'\".")
+@click.option("--max-results", type=click.IntRange(min=1), help="At most this many traces.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI).")
+@_handle_errors
+def dataset_from_traces_command(
+    experiment: str, output: str, since: str | None, until: str | None, filter_string: str | None,
+    max_results: int | None, tracking_uri: str | None,
+) -> None:
+    """Build a golden dataset from the live application's MLflow traces in EXPERIMENT."""
+    from agility_mlflow.from_traces import dataset_from_traces, write_dataset
+
+    frame = dataset_from_traces(experiment, since=since, until=until, filter_string=filter_string,
+                                max_results=max_results, tracking_uri=tracking_uri)
+    if frame.empty:
+        raise InputError(f"experiment '{experiment}' has no successful traces in that window: nothing written")
+    path = write_dataset(frame, output)
+    click.echo(f"{len(frame)} samples from traces -> {path}")

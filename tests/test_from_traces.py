@@ -1,0 +1,71 @@
+"""A dataset built from the traces of a small instrumented app matches them row for row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import AssessmentSource, SpanType
+
+from tests.helpers import run_cli
+
+QUESTIONS = {"q1": ("What was revenue in FY2023?", "$1,577 million"), "q2": ("What was the margin?", "12.5%")}
+
+
+@mlflow.trace(span_type=SpanType.CHAIN)
+def support_bot(question: str, context: str) -> str:
+    """The live application: one LLM call that reports its token usage, as autologging would."""
+    with mlflow.start_span("chat", span_type=SpanType.CHAT_MODEL) as span:
+        span.set_attribute("mlflow.chat.tokenUsage", {"input_tokens": len(question), "output_tokens": 5, "total_tokens": len(question) + 5})
+    if question == "crash":
+        raise RuntimeError("the application failed")
+    return f"It was {QUESTIONS[next(k for k, v in QUESTIONS.items() if v[0] == question)][1]}."
+
+
+def _traffic() -> list[str]:
+    mlflow.set_experiment("support-bot")
+    for question, _ in QUESTIONS.values():
+        support_bot(question, context="statement text")
+    with pytest.raises(RuntimeError):
+        support_bot("crash", context="x")
+    mlflow.flush_trace_async_logging(terminate=False)
+    experiment_id = MlflowClient().get_experiment_by_name("support-bot").experiment_id
+    traces = mlflow.search_traces(locations=[experiment_id], order_by=["timestamp_ms ASC"], return_type="list")
+    ok = [t.info.trace_id for t in traces if str(t.info.state).endswith("OK")]
+    mlflow.log_expectation(trace_id=ok[0], name="expected_response", value="$1,577 million")
+    mlflow.log_feedback(trace_id=ok[0], name="correct", value=4, rationale="right figure, wordy",
+                        source=AssessmentSource(source_type="HUMAN", source_id="sme@example.com"))
+    return ok
+
+
+def test_traces_become_a_golden_dataset_row_for_row(tmp_path: Path) -> None:
+    trace_ids = _traffic()
+    output = tmp_path / "golden.jsonl"
+    result = run_cli("dataset-from-traces", "support-bot", "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"2 samples from traces -> {output}"
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    client = MlflowClient()
+    for row, trace_id, (question, figure) in zip(rows, trace_ids, QUESTIONS.values(), strict=True):
+        info = client.get_trace(trace_id).info
+        assert row["sample_id"] == trace_id
+        assert (row["question"], row["context"], row["answer_source_llm"]) == (question, "statement text", f"It was {figure}.")
+        assert row["latency_source_llm"] == info.execution_duration / 1000
+        assert (row["input_token_source_llm"], row["output_token_source_llm"]) == (len(question), 5)
+    assert (rows[0]["answer_ground_truth"], rows[0]["human_score_source_llm"]) == ("$1,577 million", 4)
+    assert rows[0]["human_score_reasoning_source_llm"] == "right figure, wordy"
+    assert rows[1]["answer_ground_truth"] is None  # no expectation on that trace: no reference, not ""
+
+
+def test_an_empty_window_writes_nothing_and_says_so(tmp_path: Path) -> None:
+    _traffic()
+    output = tmp_path / "golden.csv"
+    result = run_cli("dataset-from-traces", "support-bot", "--output", str(output), "--since", "2099-01-01")
+    assert result.returncode == 2 and not output.exists()
+    assert result.stderr.strip() == "error: experiment 'support-bot' has no successful traces in that window: nothing written"
+    bad = run_cli("dataset-from-traces", "support-bot", "--output", str(output), "--since", "last week")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: --since 'last week': not an ISO date or time (e.g. 2026-11-18 or 2026-11-18T09:00)"
