@@ -169,3 +169,57 @@ def dataset_from_traces_command(
         raise InputError(f"experiment '{experiment}' has no successful traces in that window: nothing written")
     path = write_dataset(frame, output)
     click.echo(f"{len(frame)} samples from traces -> {path}")
+
+
+@main.group("review")
+def review_group() -> None:
+    """Human review: export samples for a person to score, import the scores back onto the run."""
+
+
+@review_group.command("export")
+@click.argument("run_id")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="The CSV to write.")
+@click.option("--metric", help="Pick the worst samples by this score column.")
+@click.option("--worst", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--disagree", help="Two score columns, A,B: pick the samples where they disagree most.")
+@click.option("--most-disagreeing", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--sample", type=click.IntRange(min=0), default=10, show_default=True, help="Random samples of the rest.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI).")
+@_handle_errors
+def review_export_command(
+    run_id: str, output: str, metric: str | None, worst: int, disagree: str | None, most_disagreeing: int, sample: int,
+    tracking_uri: str | None,
+) -> None:
+    """Write the samples of RUN_ID worth a human look to a CSV with empty human_score/human_reasoning columns."""
+    from agility_mlflow.review import export_review
+
+    pair = None
+    if disagree is not None:
+        parts = [p.strip() for p in disagree.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise InputError(f"--disagree '{disagree}': give two score columns as A,B")
+        pair = (parts[0], parts[1])
+    _use_tracking_uri(tracking_uri)
+    count = export_review(run_id, output, metric=metric, worst=worst, disagree=pair, most_disagreeing=most_disagreeing, sample=sample)
+    click.echo(f"{count} samples to review -> {output}")
+
+
+@review_group.command("import")
+@click.argument("run_id")
+@click.argument("review_csv", type=click.Path(dir_okay=False))
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI).")
+@_handle_errors
+def review_import_command(run_id: str, review_csv: str, tracking_uri: str | None) -> None:
+    """Log the human scores of a filled-in review CSV on RUN_ID and on its sample traces."""
+    from agility_mlflow.review import import_review
+
+    _use_tracking_uri(tracking_uri)
+    metrics = import_review(run_id, review_csv)
+    click.echo("  ".join(f"{name}={value:.4g}" for name, value in metrics.items()))
+
+
+def _use_tracking_uri(tracking_uri: str | None) -> None:
+    if tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)

@@ -174,13 +174,32 @@ def _param_text(value: Any) -> str:
     return text[:_PARAM_VALUE_LIMIT]
 
 
-def log_results_table(run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    """The per-sample ``eval_results.json`` table, which the MLflow UI shows under Evaluation."""
+def log_results_table(run_id: str, rows: Sequence[Mapping[str, Any]], artifact_file: str = "eval_results.json") -> None:
+    """A per-sample table (by default ``eval_results.json``, which the MLflow UI shows under Evaluation)."""
     import pandas as pd
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # schema inference hints about integer columns
-        mlflow.log_table(pd.DataFrame(list(rows)), artifact_file="eval_results.json", run_id=run_id)
+        mlflow.log_table(pd.DataFrame(list(rows)), artifact_file=artifact_file, run_id=run_id)
+
+
+def log_human_assessments(run_id: str, scores: Mapping[str, tuple[float, str]], name: str = "human_score") -> int:
+    """Human feedback ``{sample_id: (score, reasoning)}`` on the run's sample traces; returns how many landed.
+
+    Samples without a trace (runs logged with ``traces: false``) are skipped: the scores are on the run anyway.
+    """
+    from mlflow.entities import AssessmentSource
+
+    logged = 0
+    for trace in mlflow.search_traces(run_id=run_id, return_type="list"):
+        spans = trace.data.spans
+        sample_id = str(spans[0].attributes.get("agility.sample_id")) if spans else None
+        if sample_id in scores:
+            score, reasoning = scores[sample_id]
+            mlflow.log_feedback(trace_id=trace.info.trace_id, name=name, value=score, rationale=reasoning or None,
+                                source=AssessmentSource(source_type="HUMAN", source_id="agility review import"))
+            logged += 1
+    return logged
 
 
 def log_text(run_id: str, text: str, artifact_file: str) -> None:
