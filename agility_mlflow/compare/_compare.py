@@ -104,10 +104,11 @@ def compare(
     source, *loaded = _query.load_results([source, *to_decide], client=client)
     _check_source(cfg, source, primary)
 
+    # Over-limit runs were never loaded: decide() fails them on their limits; a loaded run without rows had an unreadable table.
     verdicts = [
-        decide(source, run, metrics=metrics, primary=primary, decision=decision) if run.rows is not None else _unreadable(source, run, cfg)
-        for run in [*loaded, *over_limit]
-    ]
+        _unreadable(source, run, cfg) if run.rows is None else decide(source, run, metrics=metrics, primary=primary, decision=decision)
+        for run in loaded
+    ] + [decide(source, run, metrics=metrics, primary=primary, decision=decision) for run in over_limit]
     ranked = rank(verdicts, tie_break=decision.tie_break, primary_metric=primary[0])
     winner = ranked[0] if ranked and ranked[0].passed else None
     comparison = Comparison(

@@ -283,7 +283,7 @@ def check_limits(source: RunRecord, candidate: RunRecord, decision: DecisionConf
         _limit(
             "cost", "cost_usd_per_sample", source, candidate, decision.max_cost_per_sample_usd, decision.max_cost_ratio,
             relative=lambda c, s: f"cost {100 * (c / s - 1):+.0f}%", absolute=lambda c: f"cost ${c:.6g}/sample",
-            over=lambda c, limit: f"${c:.6g}/sample over limit ${limit:g}",
+            over=lambda c, limit: f"(${c:.6g}/sample) over limit ${limit:g}/sample",
         ),
         _limit(
             "latency_p95", "latency_p95_s", source, candidate, decision.max_latency_p95_s, decision.max_latency_p95_ratio,
@@ -320,8 +320,7 @@ def _limit(
         if reference is None:
             problems.append(f"source {label} unknown, so the x{ratio_limit:g} limit fails")
         elif value > ratio_limit * reference:
-            ratio = value / reference if reference else math.inf
-            problems.append(f"x{ratio:.2f} the source, over limit x{ratio_limit:g}")
+            problems.append(f"over limit x{ratio_limit:g} the source")
     return LimitCheck(name, value, reference, not problems, " ".join([text, *problems]))
 
 

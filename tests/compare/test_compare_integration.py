@@ -1,0 +1,252 @@
+"""``agility compare`` against a real MLflow server, on runs with known per-sample results.
+
+A source and four candidates over 40 samples (``max_latency_p95_s: 2``):
+- ``better/qa``: 5 exact-match wins, 1 loss, token_f1 up, 60% cheaper: passes and wins;
+- ``worse/qa``: 12 losses, token_f1 down 0.25: fails;
+- ``few/qa``: only 10 samples: insufficient, with the number needed;
+- ``slow/qa``: p95 3 s: fails on its run metrics, its samples never downloaded.
+A RUNNING candidate is ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import uuid
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from scipy.stats import norm
+
+from agility_mlflow.compare import Comparison, compare, mcnemar_exact_p, newcombe_paired_ci
+from tests.compare.factory import log_eval_run, sample_rows
+from tests.helpers import run_cli, write_project
+
+N = 40
+IDS = [f"s{i:02d}" for i in range(N)]
+SCRIPT = "<script>alert(1)</script>"
+SOURCE_EM = [1.0] * 20 + [0.0] * 20
+SOURCE_F1 = [round(0.40 + 0.015 * (i % 20), 3) for i in range(N)]
+SOURCE_LATENCY = [round(1.0 + 0.02 * i, 3) for i in range(N)]
+
+BETTER_EM = [0.0] + SOURCE_EM[1:20] + [1.0] * 5 + [0.0] * 15  # s00 lost, s20-s24 won
+BETTER_F1 = [0.0] + [round(s + [0.05, 0.10, -0.02, 0.08][i % 4], 3) for i, s in enumerate(SOURCE_F1)][1:]
+WORSE_EM = [0.0] * 12 + [1.0] * 8 + [1.0] + [0.0] * 19  # s00-s11 lost, s20 won
+WORSE_F1 = [round(s - 0.25, 3) for s in SOURCE_F1]
+FEW_F1 = [round(s + (0.3 if i % 2 == 0 else -0.3), 3) for i, s in enumerate(SOURCE_F1[:10])]
+
+
+def _golden_rows() -> list[dict[str, str]]:
+    return [
+        {"sample_id": sid, "question": f"What is item {sid}?", "context": "ctx", "answer_ground_truth": f"reference {sid}",
+         "answer_source_llm": f"answer {sid}"}
+        for sid in IDS
+    ]
+
+
+@pytest.fixture(scope="module")
+def compared(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The runs logged once, compared once through the Python API; shared by the tests below."""
+    directory = tmp_path_factory.mktemp("compare")
+    experiment = f"compare-{uuid.uuid4().hex[:8]}"
+    config = write_project(
+        directory, rows=_golden_rows(), experiment=experiment, metrics=["exact_match", "token_f1"],
+        decision={"max_latency_p95_s": 2.0},
+    )
+    client = MlflowClient(mlflow_server)
+    experiment_id = client.create_experiment(experiment)
+    scores = lambda em, f1: {"exact_match": em, "token_f1": f1}  # noqa: E731
+    ids = {
+        "source": log_eval_run(client, experiment_id, "source", "source", sample_rows(
+            IDS, scores=scores(SOURCE_EM, SOURCE_F1), latency=SOURCE_LATENCY, cost=0.001)),
+        "better/qa": log_eval_run(client, experiment_id, "better/qa", "candidate", sample_rows(
+            IDS, scores=scores(BETTER_EM, BETTER_F1), latency=[x - 0.1 for x in SOURCE_LATENCY], cost=0.0004,
+            outputs={"s00": SCRIPT})),
+        "worse/qa": log_eval_run(client, experiment_id, "worse/qa", "candidate", sample_rows(
+            IDS, scores=scores(WORSE_EM, WORSE_F1), latency=SOURCE_LATENCY, cost=0.0002)),
+        "few/qa": log_eval_run(client, experiment_id, "few/qa", "candidate", sample_rows(
+            IDS[:10], scores=scores(SOURCE_EM[:10], FEW_F1), latency=SOURCE_LATENCY[:10], cost=0.0005)),
+        "slow/qa": log_eval_run(client, experiment_id, "slow/qa", "candidate", sample_rows(
+            IDS, scores=scores(SOURCE_EM, SOURCE_F1), latency=[3.0] * N, cost=0.0001)),
+        "unfinished/qa": log_eval_run(client, experiment_id, "unfinished/qa", "candidate", sample_rows(
+            IDS, scores=scores([1.0] * N, [1.0] * N), latency=SOURCE_LATENCY, cost=0.0), status=None),
+    }
+    output = directory / "report"
+    result = compare(config, tracking_uri=mlflow_server, output=output)
+    return {"result": result, "ids": ids, "config": config, "output": output, "client": client,
+            "experiment_id": experiment_id, "server": mlflow_server}
+
+
+def _bootstrap(candidate: list[float], source: list[float]) -> tuple[float, float, float]:
+    differences = np.array(candidate) - np.array(source)  # ids s00..s39 are already in sorted order
+    indices = np.random.default_rng(0).integers(0, len(differences), size=(2000, len(differences)))
+    low, high = np.percentile(differences[indices].mean(axis=1), [2.5, 97.5])
+    return float(differences.mean()), float(low), float(high)
+
+
+def test_verdicts_intervals_and_winner_are_exactly_as_computed(compared: dict[str, Any]) -> None:
+    result: Comparison = compared["result"]
+    ids = compared["ids"]
+    assert result.source.run_id == ids["source"]
+    assert [(v.run.name, v.outcome) for v in result.verdicts] == [
+        ("better/qa", "pass"), ("few/qa", "insufficient"), ("slow/qa", "fail"), ("worse/qa", "fail"),
+    ]  # passing, insufficient, failing; within each by exact_match (slow 0.5, worse 0.225)
+    assert result.winner is not None and result.winner.run.run_id == ids["better/qa"]
+
+    better = result.verdict("better/qa")
+    em_low, em_high = newcombe_paired_ci(19, 5, 1, 15)  # both right, only candidate, only source, neither
+    f1_mean, f1_low, f1_high = _bootstrap(BETTER_F1, SOURCE_F1)
+    assert (better.comparison("exact_match").ci_low, better.comparison("exact_match").ci_high) == (em_low, em_high)
+    assert better.comparison("exact_match").p_value == mcnemar_exact_p(5, 1) == 0.21875
+    assert (better.comparison("token_f1").ci_low, better.comparison("token_f1").ci_high) == (f1_low, f1_high)
+    assert better.reasons == (
+        f"exact_match +0.100 [{em_low:.3f}, {em_high:.3f}] within margin 0.05 (McNemar p=0.219)",
+        f"token_f1 {f1_mean:+.3f} [{f1_low:.3f}, {f1_high:.3f}] within margin 0.05",
+        "cost -60%",
+        "p95 -0.10 s",
+    )
+
+    worse = result.verdict("worse/qa")
+    w_low, w_high = newcombe_paired_ci(8, 1, 12, 19)
+    assert worse.reasons[0] == f"exact_match -0.275 [{w_low:.3f}, {w_high:.3f}] outside margin 0.05 (McNemar p={mcnemar_exact_p(1, 12):.3g})"
+    assert worse.reasons[1] == "token_f1 -0.250 [-0.250, -0.250] outside margin 0.05"
+
+    few = result.verdict("few/qa")
+    sd = float(np.std(np.array(FEW_F1) - np.array(SOURCE_F1[:10]), ddof=1))
+    needed = math.ceil(((norm.ppf(0.975) + norm.ppf(0.8)) * sd / 0.05) ** 2)
+    assert few.needed_samples == needed == 314
+    assert few.comparison("token_f1").n_paired == 10 and few.comparison("exact_match").needed_samples == 30
+    assert "on only 10 paired samples (minimum 30): need ~314" in few.reasons[1]
+
+    slow = result.verdict("slow/qa")
+    assert slow.run.rows is None and slow.comparisons == ()  # failed on run metrics: samples never loaded
+    assert slow.reasons == ("cost -90%", "p95 +1.26 s (3.00 s) over limit 2 s", "quality not compared: a limit already fails")
+    assert "unfinished/qa" not in [v.run.name for v in result.verdicts]
+
+
+def test_comparison_run_holds_the_verdict_and_the_report(compared: dict[str, Any]) -> None:
+    result: Comparison = compared["result"]
+    client: MlflowClient = compared["client"]
+    runs = client.search_runs([compared["experiment_id"]], "tags.`agility.role` = 'comparison'")
+    assert result.run_id in [r.info.run_id for r in runs]
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["agility.winner"] == compared["ids"]["better/qa"]
+    assert run.data.tags["agility.winner_name"] == "better/qa"
+    assert run.data.tags["agility.source_run_id"] == compared["ids"]["source"]
+    assert run.data.metrics["n_pass"] == 1 and run.data.metrics["n_fail"] == 2 and run.data.metrics["n_insufficient"] == 1
+    assert run.data.metrics["winner_exact_match_diff"] == pytest.approx(0.1)
+    assert json.loads(run.data.params["primary"]) == ["exact_match", "token_f1"]
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"report.html", "report.md", "verdicts.json", "quality_cost.png", "latency.png",
+            "difference_exact_match.png", "difference_token_f1.png"} <= artifacts
+    verdicts = json.loads((compared["output"] / "verdicts.json").read_text())
+    assert verdicts["winner"] == compared["ids"]["better/qa"]
+    assert [v["outcome"] for v in verdicts["verdicts"]] == ["pass", "insufficient", "fail", "fail"]
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.images: list[str] = []
+        self.cells: list[str] = []
+        self.text: list[str] = []
+        self._in_cell = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"] or "")
+        self._in_cell = tag == "td"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._in_cell = False
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._in_cell:
+            self.cells.append(data)
+
+
+def test_report_renders_with_escaped_outputs_tables_and_embedded_plots(compared: dict[str, Any]) -> None:
+    output: Path = compared["output"]
+    page = (output / "report.html").read_text(encoding="utf-8")
+    parser = _Collector()
+    parser.feed(page)
+    parser.close()
+    assert "script" not in parser.tags  # no script element at all
+    assert SCRIPT in parser.cells  # the model output is there, as text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and SCRIPT not in page
+    for name in ("source", "better/qa", "worse/qa", "few/qa", "slow/qa"):
+        assert name in parser.cells
+    assert "What is item s00?" in parser.cells  # the question, from the golden dataset
+    assert len(parser.images) == 4
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert "Winner: better/qa" in "".join(parser.text)
+
+    markdown = (output / "report.md").read_text(encoding="utf-8")
+    assert "| better/qa | candidate | pass (winner) |" in markdown
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markdown and SCRIPT not in markdown
+    for png in ("quality_cost.png", "latency.png", "difference_exact_match.png", "difference_token_f1.png"):
+        assert f"]({png})" in markdown
+        assert (output / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_prints_the_verdicts_and_the_winner(compared: dict[str, Any], tmp_path: Path) -> None:
+    result = run_cli("compare", str(compared["config"]), "--output", str(tmp_path / "out"), env={"MLFLOW_TRACKING_URI": compared["server"]})
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if not line.startswith(("🏃", "🧪"))]  # MLflow's links to the UI
+    assert lines[0] == f"source: source (run {compared['ids']['source']})"
+    assert lines[2].startswith("pass          better/qa  exact_match +0.100")
+    assert f"winner: better/qa (run {compared['ids']['better/qa']})" in lines
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_no_passing_candidate_still_exits_0(tmp_path: Path, tracking: str) -> None:
+    experiment = f"nopass-{uuid.uuid4().hex[:8]}"
+    config = write_project(tmp_path, rows=_golden_rows(), experiment=experiment, metrics=["exact_match", "token_f1"])
+    client = MlflowClient()
+    experiment_id = client.create_experiment(experiment)
+    scores = {"exact_match": SOURCE_EM, "token_f1": SOURCE_F1}
+    log_eval_run(client, experiment_id, "source", "source", sample_rows(IDS, scores=scores, latency=SOURCE_LATENCY, cost=0.001))
+    log_eval_run(client, experiment_id, "worse/qa", "candidate", sample_rows(
+        IDS, scores={"exact_match": WORSE_EM, "token_f1": WORSE_F1}, latency=SOURCE_LATENCY, cost=0.0002))
+    result = run_cli("compare", str(config), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "winner: none: no candidate passed, the source stays" in result.stdout.splitlines()
+
+
+def test_missing_source_run_is_one_line_and_exit_2(tmp_path: Path, tracking: str) -> None:
+    experiment = f"nosource-{uuid.uuid4().hex[:8]}"
+    config = write_project(tmp_path, rows=_golden_rows(), experiment=experiment, metrics=["exact_match", "token_f1"])
+    client = MlflowClient()
+    experiment_id = client.create_experiment(experiment)
+    log_eval_run(client, experiment_id, "worse/qa", "candidate", sample_rows(
+        IDS, scores={"exact_match": WORSE_EM, "token_f1": WORSE_F1}, latency=SOURCE_LATENCY, cost=0.0002))
+    result = run_cli("compare", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: agility.yaml: experiment '{experiment}' has no FINISHED source run (tag agility.role=source); "
+        "run `agility run` on a dataset with the source model's answers first"
+    ]
+    missing = run_cli("compare", str(write_project(tmp_path / "other", experiment="never-created")))
+    assert missing.returncode == 2 and "experiment 'never-created' not found" in missing.stderr
+
+
+def test_decision_naming_an_unscored_metric_is_bad_input(tmp_path: Path) -> None:
+    config = write_project(tmp_path, metrics=["exact_match"], decision={"primary": ["rouge_l"]})
+    result = run_cli("compare", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: agility.yaml: key 'decision.primary': metric 'rouge_l' is not in metrics: (exact_match)"
+    typo = write_project(tmp_path / "typo", decision={"margn": 0.1})
+    result = run_cli("compare", str(typo))
+    assert result.returncode == 2 and "unknown key 'decision.margn'" in result.stderr
