@@ -218,6 +218,40 @@ def review_import_command(run_id: str, review_csv: str, tracking_uri: str | None
     click.echo("  ".join(f"{name}={value:.4g}" for name, value in metrics.items()))
 
 
+@main.command("register")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="Registered model name (not a prompt's name, e.g. app.fin-qa).")
+@click.option("--run-id", help="Register this run instead of the latest comparison's winner.")
+@click.option("--alias", default="champion", show_default=True, help="Alias for the model version and its prompt version.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: the config's, then MLFLOW_TRACKING_URI).")
+@_handle_errors
+def register_command(config: str, name: str, run_id: str | None, alias: str, tracking_uri: str | None) -> None:
+    """Register the winner (model + prompt version + parameters) in the MLflow Model Registry."""
+    from agility_mlflow.registry import register
+
+    registration = register(config, name, run_id=run_id, alias=alias, tracking_uri=tracking_uri)
+    click.echo(f"{registration.alias_uri} -> version {registration.version} (run {registration.run_id}, prompt {registration.prompt_uri})")
+
+
+@main.command("check")
+@click.option("--model", "model_uri", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
+@click.option("--dataset", required=True, type=click.Path(dir_okay=False), help="The (refreshed) golden dataset.")
+@click.option("--min", "minimums", multiple=True, help="METRIC=VALUE: fail below this mean (repeatable).")
+@click.option("--experiment", help="Experiment for the check run (default: the one the model was registered from).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI).")
+@_handle_errors
+def check_command(model_uri: str, dataset: str, minimums: tuple[str, ...], experiment: str | None, tracking_uri: str | None) -> None:
+    """Re-evaluate a registered model; exit 1 when a threshold or its registered scores no longer hold."""
+    from agility_mlflow.registry import check_model, parse_minimums
+
+    result = check_model(model_uri, dataset, minimums=parse_minimums(list(minimums)), experiment=experiment, tracking_uri=tracking_uri)
+    for reason in result.reasons:
+        click.echo(reason)
+    click.echo(f"{'pass' if result.passed else 'FAIL'}: {model_uri} (check run {result.run_id})")
+    if not result.passed:
+        sys.exit(1)
+
+
 def _use_tracking_uri(tracking_uri: str | None) -> None:
     if tracking_uri:
         import mlflow

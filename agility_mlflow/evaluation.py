@@ -82,10 +82,12 @@ def prepare(
     limit: int | None = None,
     candidates: Sequence[str] | None = None,
     tracking_uri: str | None = None,
+    with_source: bool = True,
 ) -> Project:
     """Load and cross-check everything a run needs, without calling a model or writing to MLflow.
 
     ``tracking_uri`` (default: the config's) is only read for ``prompts:/`` templates.
+    ``with_source=False`` leaves the source run out even when the dataset has recorded answers.
     """
     if not isinstance(config, Config):
         config = load_config(config)
@@ -101,7 +103,7 @@ def prepare(
     for metric in metrics:
         if metric.needs_reference:
             dataset.require([GROUND_TRUTH], f"metric '{metric.name}'")
-    configurations = _plan(config, dataset, templates, candidates)
+    configurations = _plan(config, dataset, templates, candidates, with_source)
     for configuration in configurations:
         if configuration.model.provider == "replay":
             dataset.require([SOURCE_ANSWER], f"the replayed model '{configuration.name}'")
@@ -109,14 +111,14 @@ def prepare(
 
 
 def _plan(
-    config: Config, dataset: GoldenDataset, templates: dict[str, Template], only: Sequence[str] | None
+    config: Config, dataset: GoldenDataset, templates: dict[str, Template], only: Sequence[str] | None, with_source: bool = True
 ) -> list[Configuration]:
     known = [c.name for c in config.candidates]
     for name in only or []:
         if name not in known:
             raise InputError(f"{config.path.name}: --candidate '{name}' is not a candidate (known: {', '.join(known)})")
-    source = config.source
-    if source is None and SOURCE_ANSWER in dataset.columns:
+    source = config.source if with_source else None
+    if source is None and with_source and SOURCE_ANSWER in dataset.columns:
         source = SourceConfig(model_id="source-llm")
     plan = []
     if source is not None:
@@ -215,6 +217,7 @@ def run_project(
     runner: Runner | None = None,
     parent_run_id: str | None = None,
     progress: bool | None = None,
+    with_source: bool = True,
 ) -> list[RunSummary]:
     """Evaluate every configuration of a project and log each as an MLflow run.
 
@@ -226,10 +229,11 @@ def run_project(
         runner: A runner to reuse (its response cache and call statistics); one is built by default.
         parent_run_id: Nest the runs under this run (``mlflow run`` passes ``MLFLOW_RUN_ID``).
         progress: Show a progress bar; by default only on a terminal.
+        with_source: Also log the ``source`` run (when the config or the dataset has one).
     """
     from agility_mlflow import tracking
 
-    project = prepare(config, limit=limit, candidates=candidates, tracking_uri=tracking_uri)
+    project = prepare(config, limit=limit, candidates=candidates, tracking_uri=tracking_uri, with_source=with_source)
     backends = create_backends(project)
     cfg = project.config
     runner = runner or Runner(cfg.run, ResponseCache(), progress=progress)

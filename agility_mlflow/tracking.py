@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -264,3 +265,34 @@ def log_sample_trace(
         )
     span.end(outputs=output if error is None else {"error": error}, status="ERROR" if error else "OK", end_time_ns=end_ns)
     return span.trace_id
+
+
+def log_pyfunc_model(run_id: str, code: Path, model_config: Mapping[str, Any], *, code_paths: Sequence[Path] = ()) -> Any:
+    """A models-from-code pyfunc model logged to ``run_id`` (which must be the active run)."""
+    import mlflow.pyfunc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no input example or signature: inputs are the template's variables
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            model_config=dict(model_config),
+            code_paths=[str(p) for p in code_paths],
+            pip_requirements=[f"mlflow=={mlflow.__version__}", "llama-cpp-python", "openai", "boto3", "pydantic", "tenacity"],
+        )
+
+
+def register_model(model_uri: str, name: str, alias: str, tags: Mapping[str, str], prompt_uri: str) -> str:
+    """Register ``model_uri`` as a new version of ``name`` with ``tags`` and ``alias``; alias the prompt version too.
+
+    Returns the model version.
+    """
+    client = MlflowClient()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        version = mlflow.register_model(model_uri, name, tags=dict(tags)).version
+    client.set_registered_model_alias(name, alias, version)
+    prompt_name, _, prompt_version = prompt_uri.removeprefix("prompts:/").partition("/")
+    if prompt_version.isdigit():
+        mlflow.genai.set_prompt_alias(prompt_name, alias, int(prompt_version))
+    return str(version)
