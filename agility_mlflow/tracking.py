@@ -42,6 +42,19 @@ def configure(tracking_uri: str | None, experiment: str) -> str:
     return mlflow.set_experiment(experiment).experiment_id
 
 
+def existing_experiment(config: Any, tracking_uri: str | None) -> str:
+    """Point MLflow at ``config``'s store (or ``tracking_uri``); the id of its experiment, which must exist."""
+    from agility_mlflow.errors import InputError
+
+    uri = tracking_uri or config.resolved_tracking_uri()
+    if uri:
+        mlflow.set_tracking_uri(uri)
+    experiment = MlflowClient().get_experiment_by_name(config.experiment)
+    if experiment is None:
+        raise InputError(f"{config.path.name}: experiment '{config.experiment}' not found in {mlflow.get_tracking_uri()}; run `agility run` first")
+    return experiment.experiment_id
+
+
 def register_prompt(template: Template, tags: Mapping[str, str] | None = None) -> str:
     """Register ``template`` in the Prompt Registry, reusing a version whose text is identical.
 

@@ -70,27 +70,23 @@ def compare(
         >>> result.winner is None, result.report_html  # doctest: +SKIP
         (True, PosixPath('agility-report/report.html'))
     """
-    import mlflow
     from mlflow import MlflowClient
+
+    from agility_mlflow import tracking
 
     cfg = config if isinstance(config, Config) else load_config(config)
     metrics, primary = _check_decision(cfg)
     decision = cfg.decision
-    uri = tracking_uri or cfg.resolved_tracking_uri()
-    if uri:
-        mlflow.set_tracking_uri(uri)
+    experiment_id = tracking.existing_experiment(cfg, tracking_uri)
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.experiment)
-    if experiment is None:
-        raise InputError(f"{cfg.path.name}: experiment '{cfg.experiment}' not found in {mlflow.get_tracking_uri()}; run `agility run` first")
-    source = _query.latest_source_run(experiment.experiment_id, client=client)
+    source = _query.latest_source_run(experiment_id, client=client)
     if source is None:
         raise InputError(
             f"{cfg.path.name}: experiment '{cfg.experiment}' has no FINISHED source run (tag agility.role=source); "
             "run `agility run` on a dataset with the source model's answers first"
         )
     runs = _query.candidate_runs(
-        experiment.experiment_id, roles=decision.roles, order_metric=primary[0], higher_is_better=metric_direction(primary[0]), client=client
+        experiment_id, roles=decision.roles, order_metric=primary[0], higher_is_better=metric_direction(primary[0]), client=client
     )
     runs = _latest_per_candidate(runs)
     if not runs:
@@ -115,7 +111,7 @@ def compare(
         cfg.experiment, source, ranked, winner, metrics, primary, decision, not_decided, _questions(cfg),
         output_dir=Path(output if output is not None else DEFAULT_OUTPUT),
     )
-    _log_comparison(comparison, experiment.experiment_id, parent_run_id)
+    _log_comparison(comparison, experiment_id, parent_run_id)
     return comparison
 
 

@@ -52,20 +52,16 @@ def register(
         >>> registration.alias_uri  # doctest: +SKIP
         'models:/app.fin-qa@champion'
     """
-    import mlflow
     from mlflow import MlflowClient
 
+    from agility_mlflow import tracking
+
     cfg = config if isinstance(config, Config) else load_config(config)
-    uri = tracking_uri or cfg.resolved_tracking_uri()
-    if uri:
-        mlflow.set_tracking_uri(uri)
+    experiment_id = tracking.existing_experiment(cfg, tracking_uri)
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(cfg.experiment)
-    if experiment is None:
-        raise InputError(f"{cfg.path.name}: experiment '{cfg.experiment}' not found; run `agility run` first")
     verdict: dict[str, Any] = {}
     if run_id is None:
-        run_id, verdict = _winner(client, experiment.experiment_id, cfg)
+        run_id, verdict = _winner(client, experiment_id, cfg)
     run = _run(client, run_id)
     if client.search_prompts(filter_string=f"name = '{name}'"):
         raise InputError(f"--name '{name}' is a Prompt Registry prompt; models and prompts share names: use another (e.g. app.{name})")
@@ -82,9 +78,7 @@ def register(
         **{f"agility.score.{m}": repr(run.data.metrics[m]) for m in metric_names},
         **{f"agility.verdict.{k}": str(v)[:5000] for k, v in verdict.items()},
     }
-    from agility_mlflow import tracking
-
-    with tracking.evaluation_run(experiment.experiment_id, f"register/{name}", {tracking.ROLE: "registration", REGISTERED_FROM: run_id},
+    with tracking.evaluation_run(experiment_id, f"register/{name}", {tracking.ROLE: "registration", REGISTERED_FROM: run_id},
                                  prompt_uri=prompt_uri) as registration_run:
         info = tracking.log_pyfunc_model(registration_run, MODEL_CODE, model_config, code_paths=[PACKAGE_DIR])
     version = tracking.register_model(info.model_uri, name, alias, tags, prompt_uri)
