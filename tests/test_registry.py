@@ -84,7 +84,7 @@ def test_check_passes_on_the_same_data_and_fails_on_a_threshold_or_a_regression(
         assert regressed.returncode == 1 and "outside margin 0.05" in regressed.stdout
     check_runs = MlflowClient().search_runs(
         [MlflowClient().get_experiment_by_name("test-migration").experiment_id], filter_string="tags.`agility.check` = 'fail'")
-    assert len(check_runs) >= 1
+    assert len(check_runs) >= 1 and all(r.data.tags["agility.role"] == "check" for r in check_runs)
 
 
 def test_bad_min_and_unknown_model_are_one_line_exit_2(evaluated: dict) -> None:

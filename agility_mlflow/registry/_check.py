@@ -116,7 +116,8 @@ def check_model(
         reasons.append(f"{name} {estimate:+.3f} [{low:+.3f}, {high:+.3f}] vs {against}: {'within' if ok else 'outside'} margin {margin:g}")
     from agility_mlflow import tracking
 
-    tracking.set_tags(summary.run_id, {"agility.check": "pass" if passed else "fail", "agility.check_model": model_uri,
+    # A check run is not a candidate: `agility compare` must not decide it.
+    tracking.set_tags(summary.run_id, {tracking.ROLE: "check", "agility.check": "pass" if passed else "fail", "agility.check_model": model_uri,
                                        "agility.check_reasons": "; ".join(reasons)[:5000]})
     return CheckResult(passed, summary.run_id, summary.metrics, reasons)
 
