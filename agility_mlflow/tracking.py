@@ -280,22 +280,31 @@ def log_sample_trace(
     return span.trace_id
 
 
-def log_pyfunc_model(run_id: str, code: Path, model_config: Mapping[str, Any], *, code_paths: Sequence[Path] = ()) -> Any:
-    """A models-from-code pyfunc model logged to ``run_id`` (which must be the active run)."""
-    import mlflow.pyfunc
+def log_pyfunc_model(
+    run_id: str, code: Path, model_config: Mapping[str, Any], *, code_paths: Sequence[Path] = (), input_columns: Sequence[str] = ()
+) -> Any:
+    """A models-from-code pyfunc model logged to ``run_id`` (which must be the active run).
 
+    Its signature takes one string column per name in ``input_columns`` and returns one string per row.
+    """
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema
+
+    signature = ModelSignature(Schema([ColSpec(DataType.string, name) for name in input_columns]), Schema([ColSpec(DataType.string)]))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no input example or signature: inputs are the template's variables
+        warnings.simplefilter("ignore")
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(code),
             model_config=dict(model_config),
             code_paths=[str(p) for p in code_paths],
+            signature=signature,
             pip_requirements=[f"mlflow=={mlflow.__version__}", "llama-cpp-python", "openai", "boto3", "pydantic", "tenacity"],
         )
 
 
-def register_model(model_uri: str, name: str, alias: str, tags: Mapping[str, str], prompt_uri: str) -> str:
+def register_model(model_uri: str, name: str, alias: str, tags: Mapping[str, str], prompt_uri: str, description: str = "") -> str:
     """Register ``model_uri`` as a new version of ``name`` with ``tags`` and ``alias``; alias the prompt version too.
 
     Returns the model version.
@@ -304,6 +313,8 @@ def register_model(model_uri: str, name: str, alias: str, tags: Mapping[str, str
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         version = mlflow.register_model(model_uri, name, tags=dict(tags)).version
+    if description:
+        client.update_model_version(name, version, description=description)
     client.set_registered_model_alias(name, alias, version)
     prompt_name, _, prompt_version = prompt_uri.removeprefix("prompts:/").partition("/")
     if prompt_version.isdigit():

@@ -72,7 +72,7 @@ def test_check_passes_on_the_same_data_and_fails_on_a_threshold_or_a_regression(
     golden = str(evaluated["dir"] / "golden.csv")
     same = run_cli("check", "--model", "models:/app.gate@champion", "--dataset", golden, "--min", "token_f1=0")
     assert same.returncode == 0, same.stdout + same.stderr[-2000:]
-    assert "token_f1 +0.000 [+0.000, +0.000] vs 3 samples paired with the registered run: within margin 0.05" in same.stdout and same.stdout.splitlines()[-1].startswith("pass: ")
+    assert "token_f1 +0.000 [0.000, 0.000] on 3 samples paired with the registered run: within margin 0.05" in same.stdout and same.stdout.splitlines()[-1].startswith("pass: ")
     strict = run_cli("check", "--model", "models:/app.gate@champion", "--dataset", golden, "--min", "token_f1=1.01")
     assert strict.returncode == 1 and " < 1.01" in strict.stdout
     # A refreshed dataset whose references the model no longer matches: the registered score fails to hold.

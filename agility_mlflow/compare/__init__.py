@@ -30,7 +30,7 @@ from agility_mlflow.compare._decision import (
     rank,
 )
 from agility_mlflow.compare._plots import pareto_front
-from agility_mlflow.compare._query import RESULTS_ARTIFACT, candidate_runs, iter_runs, latest_source_run, load_results
+from agility_mlflow.compare._query import RESULTS_ARTIFACT, candidate_runs, iter_runs, latest_source_run, load_results, read_results
 from agility_mlflow.compare._report import Report, build_report
 from agility_mlflow.compare._result import Comparison
 from agility_mlflow.compare._runs import RunRecord
@@ -38,6 +38,7 @@ from agility_mlflow.compare._stats import (
     is_binary,
     mcnemar_exact_p,
     newcombe_paired_ci,
+    newcombe_required_samples,
     non_inferior,
     paired_bootstrap_ci,
     paired_values,
@@ -71,12 +72,14 @@ __all__ = [
     "mcnemar_exact_p",
     "metric_direction",
     "newcombe_paired_ci",
+    "newcombe_required_samples",
     "non_inferior",
     "paired_bootstrap_ci",
     "paired_values",
     "pareto_front",
     "pick_winner",
     "rank",
+    "read_results",
     "required_samples",
     "wilson_interval",
 ]

@@ -202,6 +202,10 @@ def compare_metric(
     - otherwise the interval crosses the margin: ``insufficient`` when more samples could decide it
       (the number needed is above the pairs at hand), else ``fail``.
 
+    The number needed is the power formula (:func:`~agility_mlflow.compare.required_samples`, the
+    observed loss taken as the true one); for a 0/1 metric, at least the samples at which its
+    Newcombe interval would clear the margin (:func:`~agility_mlflow.compare.newcombe_required_samples`).
+
     Args:
         source: Sample id to the source's value.
         candidate: Sample id to the candidate's value.
@@ -216,6 +220,10 @@ def compare_metric(
         ...                    decision=DecisionConfig(min_samples=2))
         >>> c.n_paired, c.difference, (c.ci_low, c.ci_high), c.outcome
         (2, 0.0, (0.0, 0.0), 'pass')
+        >>> same = {f"q{i}": float(i % 2) for i in range(30)}  # 30 identical 0/1 answers: too few to rule out -0.05
+        >>> c = compare_metric(same, same, "exact_match", decision=DecisionConfig())
+        >>> c.outcome, c.needed_samples
+        ('insufficient', 38)
     """
     margin = decision.margins.get(metric, decision.margin)
     _, src, cand = _stats.paired_values(source, candidate)
@@ -230,11 +238,13 @@ def compare_metric(
     differences = cand - src
     difference = float(differences.mean())
     p_value = None
+    counts = None
     if binary:
         first_only = int(((cand == 1) & (src == 0)).sum())
         second_only = int(((cand == 0) & (src == 1)).sum())
         both = int(((cand == 1) & (src == 1)).sum())
-        low, high = _stats.newcombe_paired_ci(both, first_only, second_only, n - both - first_only - second_only, confidence=decision.confidence)
+        counts = (both, first_only, second_only, n - both - first_only - second_only)
+        low, high = _stats.newcombe_paired_ci(*counts, confidence=decision.confidence)
         p_value = _stats.mcnemar_exact_p(first_only, second_only)
     else:
         low, high = _stats.paired_bootstrap_ci(
@@ -246,13 +256,14 @@ def compare_metric(
     needed = None
     if n < decision.min_samples:
         outcome: Outcome = "insufficient"
-        needed = max(decision.min_samples, _needed(sd, margin, gain if -margin < gain < 0 else 0.0, decision) or 0)
+        expected = gain if -margin < gain < 0 else 0.0
+        needed = max(decision.min_samples, _needed(sd, margin, expected, decision, counts, higher_is_better) or 0)
     elif _stats.non_inferior(low, high, margin, higher_is_better=higher_is_better):
         outcome = "pass"
     elif gain <= -margin:
         outcome = "fail"
     else:
-        needed = _needed(sd, margin, min(gain, 0.0), decision)
+        needed = _needed(sd, margin, min(gain, 0.0), decision, counts, higher_is_better)
         outcome = "insufficient" if needed is not None and needed > n else "fail"
         if outcome == "fail":
             needed = None
@@ -262,8 +273,22 @@ def compare_metric(
     )
 
 
-def _needed(sd: float, margin: float, expected_gain: float, decision: DecisionConfig) -> int | None:
-    return _stats.required_samples(sd, margin, confidence=decision.confidence, power=decision.power, expected_difference=expected_gain)
+def _needed(
+    sd: float,
+    margin: float,
+    expected_gain: float,
+    decision: DecisionConfig,
+    counts: tuple[int, int, int, int] | None = None,
+    higher_is_better: bool = True,
+) -> int | None:
+    """Paired samples needed: the power formula; for a 0/1 metric (``counts``) at least what its interval needs."""
+    needed = _stats.required_samples(sd, margin, confidence=decision.confidence, power=decision.power, expected_difference=expected_gain)
+    if needed is None or counts is None:
+        return needed
+    # With few discordant pairs the differences barely vary and the formula says "enough" while
+    # Newcombe's interval still crosses the margin: ask the interval itself.
+    projected = _stats.newcombe_required_samples(*counts, margin, confidence=decision.confidence, higher_is_better=higher_is_better)
+    return None if projected is None else max(needed, projected)
 
 
 def check_limits(source: RunRecord, candidate: RunRecord, decision: DecisionConfig) -> tuple[LimitCheck, ...]:

@@ -162,6 +162,12 @@ def load_results(runs: Sequence[RunRecord], *, client: MlflowClient | None = Non
             return list(pool.map(load, runs))
 
 
+def read_results(run_id: str, *, client: MlflowClient | None = None) -> list[dict[str, Any]] | None:
+    """One run's ``eval_results.json`` rows; ``None`` (and a warning) when it is missing or unreadable."""
+    with _quiet_downloads(), tempfile.TemporaryDirectory(prefix="agility-results-") as scratch:
+        return _read_results(client or MlflowClient(), run_id, Path(scratch))
+
+
 def _read_results(client: MlflowClient, run_id: str, directory: Path) -> list[dict[str, Any]] | None:
     directory.mkdir(parents=True, exist_ok=True)
     try:

@@ -88,12 +88,12 @@ def _summary(comparison: Comparison) -> list[str]:
     d = comparison.decision
     margins = ", ".join(f"{m} {d.margins.get(m, d.margin):g}" for m in comparison.primary)
     limits = [
-        f"{label} {value:g}"
-        for label, value in (
-            ("cost per sample <= $", d.max_cost_per_sample_usd),
-            ("latency p95 <= s", d.max_latency_p95_s),
-            ("cost <= x source", d.max_cost_ratio),
-            ("latency p95 <= x source", d.max_latency_p95_ratio),
+        text.format(value)
+        for text, value in (
+            ("cost per sample <= ${:g}", d.max_cost_per_sample_usd),
+            ("latency p95 <= {:g} s", d.max_latency_p95_s),
+            ("cost per sample <= {:g}x the source's", d.max_cost_ratio),
+            ("latency p95 <= {:g}x the source's", d.max_latency_p95_ratio),
         )
         if value is not None
     ]
@@ -288,8 +288,15 @@ def _md_table(table: Table, heading: str) -> list[str]:
 
 
 def _md(text: str) -> str:
-    """A Markdown table cell: HTML escaped (Markdown renders raw HTML), pipes and newlines kept in the cell."""
-    return html.escape(text).replace("|", "&#124;").replace("\r", "").replace("\n", "<br>")
+    """A Markdown table cell: HTML escaped (Markdown renders raw HTML), pipes and newlines kept in the cell.
+
+    Quotes need no escaping outside a tag, so ``run's`` stays readable in the raw file.
+
+    Example:
+        >>> _md("<script>x</script> | it's")
+        "&lt;script&gt;x&lt;/script&gt; &#124; it's"
+    """
+    return html.escape(text, quote=False).replace("|", "&#124;").replace("\r", "").replace("\n", "<br>")
 
 
 def _text(value: Any) -> str:

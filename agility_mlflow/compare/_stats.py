@@ -191,6 +191,50 @@ def required_samples(
     return int(math.ceil((z * sd / gap) ** 2 - 1e-9))
 
 
+def newcombe_required_samples(
+    both: int,
+    first_only: int,
+    second_only: int,
+    neither: int,
+    margin: float,
+    *,
+    confidence: float = 0.95,
+    higher_is_better: bool = True,
+    most: int = 1_000_000,
+) -> int | None:
+    """Paired samples at which the Newcombe interval would clear ``margin`` if the observed rates held.
+
+    The counts are scaled to ``m`` samples and the smallest ``m`` whose interval is non-inferior is
+    returned (``None`` when not even ``most`` would do). Unlike :func:`required_samples`, it stays
+    meaningful when no pair disagrees: the per-sample differences then have no spread, yet the
+    interval still has a width that only more samples shrink.
+
+    Example:
+        >>> newcombe_required_samples(10, 0, 0, 0, 0.05)  # all agree: -z**2 / (m + z**2) > -0.05 from m = 73
+        73
+        >>> newcombe_required_samples(5, 0, 5, 10, 0.05) is None  # the candidate loses 0.25: never non-inferior
+        True
+    """
+    n = both + first_only + second_only + neither
+    if n == 0:
+        raise ValueError("no paired samples")
+
+    def clears(m: int) -> bool:
+        scale = m / n
+        low, high = newcombe_paired_ci(both * scale, first_only * scale, second_only * scale, neither * scale, confidence=confidence)  # type: ignore[arg-type]
+        return non_inferior(low, high, margin, higher_is_better=higher_is_better)
+
+    if clears(n):
+        return n
+    if not clears(most):
+        return None
+    low, high = n, most  # clears(low) is False, clears(high) is True: the interval narrows as m grows
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if clears(middle) else (middle, high)
+    return high
+
+
 def sample_sd(values: Sequence[float]) -> float:
     """Sample standard deviation (``ddof=1``); 0 for fewer than two values.
 

@@ -1,125 +1,272 @@
 """``agility check``: re-evaluate a registered model on a (refreshed) dataset; a CI gate.
 
-It fails when a ``--min METRIC=VALUE`` threshold is not met, or when a registered score can no
-longer be shown non-inferior: the bootstrap interval of (new per-sample score - registered mean)
-must stay above minus the margin recorded at registration (the same rule ``agility compare`` uses).
+It fails when a ``--min METRIC=VALUE`` threshold is not met, when more samples fail than the
+registered error limit allows, or when a registered score can no longer be shown non-inferior: the
+bootstrap interval of the per-sample difference to the registered run (pair by pair on the samples
+it also answered, against its mean on new ones) must stay within the margin recorded at
+registration, as ``agility compare`` requires of a candidate.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agility_mlflow.errors import InputError
 
+CHECK = "agility.check"
+CHECK_MODEL = "agility.check_model"
+CHECK_REASONS = "agility.check_reasons"
+
 
 @dataclass
 class CheckResult:
+    """The outcome of ``agility check``.
+
+    Attributes:
+        passed: Every threshold, the error limit and every registered score held.
+        run_id: The check run (``agility.role = check``, ``agility.check = pass|fail``).
+        metrics: The check run's metrics.
+        reasons: One line per threshold and registered score, e.g.
+            ``token_f1 -0.008 [-0.051, 0.034] on 36 samples paired with the registered run: within margin 0.05``.
+    """
+
     passed: bool
     run_id: str
     metrics: dict[str, float]
     reasons: list[str] = field(default_factory=list)
 
 
-def parse_minimums(pairs: list[str] | tuple[str, ...]) -> dict[str, float]:
+@dataclass(frozen=True)
+class RegisteredScores:
+    """What a model version was registered with: its scores and the rule that holds them.
+
+    Attributes:
+        run_id: The evaluated run that was registered.
+        scores: Metric name to the run's mean score.
+        margins: Metric name to its non-inferiority margin.
+        confidence: Two-sided level of the intervals.
+        max_error_rate: Largest share of failed samples allowed.
+        rows: The registered run's ``eval_results.json`` rows (empty when unreadable).
+    """
+
+    run_id: str
+    scores: Mapping[str, float]
+    margins: Mapping[str, float]
+    confidence: float = 0.95
+    max_error_rate: float = 0.05
+    rows: Sequence[Mapping[str, Any]] = ()
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str], rows: Sequence[Mapping[str, Any]] = ()) -> RegisteredScores:
+        """Read the version tags ``agility register`` writes.
+
+        Example:
+            >>> tags = {"agility.registered_from_run": "r1", "agility.metrics": '["token_f1"]', "agility.score.token_f1": "0.42",
+            ...         "agility.margins": '{"token_f1": 0.05}', "agility.confidence": "0.9"}
+            >>> RegisteredScores.from_tags(tags)
+            RegisteredScores(run_id='r1', scores={'token_f1': 0.42}, margins={'token_f1': 0.05}, confidence=0.9, max_error_rate=0.05, rows=())
+        """
+        names = json.loads(tags.get("agility.metrics", "[]"))
+        return cls(
+            run_id=tags.get("agility.registered_from_run", ""),
+            scores={name: float(tags[f"agility.score.{name}"]) for name in names if f"agility.score.{name}" in tags},
+            margins={name: float(margin) for name, margin in json.loads(tags.get("agility.margins", "{}")).items()},
+            confidence=float(tags.get("agility.confidence", 0.95)),
+            max_error_rate=float(tags.get("agility.max_error_rate", 0.05)),
+            rows=tuple(rows),
+        )
+
+
+def parse_minimums(pairs: Sequence[str]) -> dict[str, float]:
     """``["token_f1=0.4"]`` as ``{"token_f1": 0.4}``; one clear error for anything else.
 
     Example:
         >>> parse_minimums(["token_f1=0.4", "exact_match=0.25"])
         {'token_f1': 0.4, 'exact_match': 0.25}
+        >>> parse_minimums(["token_f1>0.4"])
+        Traceback (most recent call last):
+        ...
+        agility_mlflow.errors.InputError: --min 'token_f1>0.4': use METRIC=VALUE, e.g. token_f1=0.4
     """
     minimums = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         try:
-            minimums[name.strip()] = float(value)
+            number = float(value)
         except ValueError:
-            sep = ""
-        if not sep or not name.strip():
+            number = math.nan
+        if not sep or not name.strip() or not math.isfinite(number):
             raise InputError(f"--min '{pair}': use METRIC=VALUE, e.g. token_f1=0.4")
+        minimums[name.strip()] = number
     return minimums
+
+
+def judge(
+    rows: Sequence[Mapping[str, Any]],
+    metrics: Mapping[str, float],
+    *,
+    minimums: Mapping[str, float],
+    registered: RegisteredScores,
+) -> tuple[bool, list[str]]:
+    """Hold a fresh evaluation (its ``eval_results`` rows and run metrics) to the thresholds and the registered scores.
+
+    Example:
+        >>> registered = RegisteredScores("r1", {"token_f1": 0.5}, {"token_f1": 0.05},
+        ...     rows=[{"sample_id": "a", "error": None, "token_f1": 0.5}, {"sample_id": "b", "error": None, "token_f1": 0.5}])
+        >>> rows = [{"sample_id": "a", "error": None, "token_f1": 0.5}, {"sample_id": "b", "error": None, "token_f1": 0.1},
+        ...         {"sample_id": "c", "error": None, "token_f1": 0.1}]
+        >>> judge(rows, {"token_f1": 0.2333, "n_samples": 3.0, "n_errors": 0.0}, minimums={"token_f1": 0.2}, registered=registered)
+        (False, ['token_f1 0.2333 >= 0.2', 'token_f1 -0.267 [-0.400, 0.000] on 2 samples paired with the registered run and 1 new against its mean 0.500: outside margin 0.05'])
+    """
+    from agility_mlflow.compare import RunRecord, metric_direction, non_inferior, paired_bootstrap_ci
+
+    reasons: list[str] = []
+    passed = True
+    for name, minimum in minimums.items():
+        value = metrics.get(name)
+        ok = value is not None and value >= minimum
+        passed &= ok
+        reasons.append(f"{name} {value:.4g} {'>=' if ok else '<'} {minimum:g}" if value is not None else f"{name}: no scores, so {name} >= {minimum:g} fails")
+    n, errors = metrics.get("n_samples", 0.0), metrics.get("n_errors", 0.0)
+    if n and errors / n > registered.max_error_rate:
+        passed = False
+        reasons.append(f"errors {errors:.0f}/{n:.0f} ({errors / n:.0%}) over limit {registered.max_error_rate:.0%}")
+    fresh = RunRecord("check", "check", "check", rows=tuple(rows))
+    before = RunRecord(registered.run_id, "registered", "candidate", rows=tuple(registered.rows))
+    for name, mean in registered.scores.items():
+        scored, old = fresh.scores(name), before.scores(name)
+        if not scored:
+            passed = False
+            reasons.append(f"{name}: no scores on this dataset")
+            continue
+        paired = [value - old[sample_id] for sample_id, value in sorted(scored.items()) if sample_id in old]
+        new = [value - mean for sample_id, value in sorted(scored.items()) if sample_id not in old]
+        low, high = paired_bootstrap_ci(paired + new, confidence=registered.confidence)
+        margin = registered.margins.get(name, 0.05)
+        higher_is_better = metric_direction(name)
+        ok = non_inferior(low, high, margin, higher_is_better=higher_is_better)
+        passed &= ok
+        estimate = sum(paired + new) / len(paired + new)
+        if paired:
+            against = f"{len(paired)} samples paired with the registered run" + (f" and {len(new)} new against its mean {mean:.3f}" if new else "")
+        else:
+            against = f"{len(new)} new samples against the registered mean {mean:.3f}"
+        direction = "" if higher_is_better else " (lower is better)"
+        reasons.append(f"{name} {estimate:+.3f} [{low:.3f}, {high:.3f}] on {against}: {'within' if ok else 'outside'} margin {margin:g}{direction}")
+    return passed, reasons
 
 
 def check_model(
     model_uri: str,
     dataset: str | os.PathLike[str],
     *,
-    minimums: dict[str, float] | None = None,
+    minimums: Mapping[str, float] | None = None,
     experiment: str | None = None,
     tracking_uri: str | None = None,
+    cache: bool = True,
 ) -> CheckResult:
     """Evaluate the model ``models:/NAME@ALIAS`` (or ``/VERSION``) on ``dataset`` and hold it to its registered scores.
+
+    The model's own configuration (provider, model id, prompt version, inference parameters) is
+    evaluated through the same backends as ``agility run``, in a run tagged ``agility.role = check``
+    (so ``agility compare`` never decides it) in the experiment it was registered from.
+
+    Args:
+        model_uri: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` of a model ``agility register`` made.
+        dataset: The golden dataset to evaluate on (``.csv``, ``.jsonl``, ``.parquet``).
+        minimums: Metric name to the lowest acceptable mean (the metric must be a known one).
+        experiment: Experiment for the check run; default the one the model was registered from.
+        tracking_uri: Overrides ``MLFLOW_TRACKING_URI``.
+        cache: Serve answers from the response cache; ``False`` calls the model for every sample (to
+            catch a provider changing a model behind the same id).
+
+    Raises:
+        InputError: The model URI, the dataset or a ``--min`` metric is bad.
 
     Example:
         >>> result = check_model("models:/app.fin-qa@champion", "golden-2026-12.csv", minimums={"token_f1": 0.3})  # doctest: +SKIP
         >>> result.passed, result.reasons  # doctest: +SKIP
-        (True, ['token_f1 0.412 >= 0.3', 'token_f1 -0.008 [-0.051, 0.034] vs registered 0.420 within margin 0.05'])
+        (True, ['token_f1 0.412 >= 0.3', 'token_f1 -0.008 [-0.051, 0.034] on 36 samples paired with the registered run: within margin 0.05'])
     """
     import mlflow
     from mlflow import MlflowClient
 
-    from agility_mlflow.compare import metric_direction, non_inferior, paired_bootstrap_ci
-    from agility_mlflow.config import Config
-    from agility_mlflow.evaluation import run_project
+    from agility_mlflow.compare import read_results
+    from agility_mlflow.scoring import get_metric
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    version = _model_version(MlflowClient(), model_uri)
-    tags = version.tags
-    model_config = _model_config(version)
-    metrics = json.loads(tags.get("agility.metrics", "[]"))
     minimums = dict(minimums or {})
-    metrics += [m for m in minimums if m not in metrics]
+    for name, value in minimums.items():
+        try:
+            get_metric(name)
+        except InputError as exc:
+            raise InputError(f"--min '{name}={value:g}': {exc}") from None
+    version = _model_version(MlflowClient(), model_uri)
+    model_config = _model_config(version)
+    registered_tags = RegisteredScores.from_tags(version.tags)
+    registered = RegisteredScores.from_tags(version.tags, read_results(registered_tags.run_id) or () if registered_tags.run_id else ())
+    metrics = [*registered.scores, *[m for m in minimums if m not in registered.scores]]
     if not metrics:
-        raise InputError(f"{model_uri} records no metrics and no --min was given: nothing to check")
-    dataset = Path(dataset).resolve()
-    config = Config.model_validate({
-        "experiment": experiment or tags.get("agility.experiment") or "agility-check",
-        "dataset": {"path": str(dataset)},
-        "prompts": [{"name": model_config["prompt_name"], "template": model_config["prompt_uri"]}],
-        "candidates": [{"name": f"check/{version.name}", **model_config["model"]}],
-        "metrics": metrics,
-        "path": dataset.parent / "agility-check.yaml",
-    })
-    summary = run_project(config, progress=False, with_source=False)[0]
-    table = _results(summary.run_id)
-    registered_rows = {str(r["sample_id"]): r for r in _results(tags.get("agility.registered_from_run", ""))}
-    reasons, passed = [], True
-    for name, minimum in minimums.items():
-        value = summary.metrics.get(name)
-        ok = value is not None and value >= minimum
-        passed &= ok
-        reasons.append(f"{name} {value:.4g} {'>=' if ok else '<'} {minimum:g}" if value is not None else f"{name} not measured")
-    margins = json.loads(tags.get("agility.margins", "{}"))
-    for name in json.loads(tags.get("agility.metrics", "[]")):
-        registered = float(tags[f"agility.score.{name}"])
-        scored = {str(row["sample_id"]): float(row[name]) for row in table if row.get(name) is not None}
-        if not scored:
-            passed = False
-            reasons.append(f"{name}: no scores on this dataset")
-            continue
-        # Samples the registered run also answered are compared pair by pair (as `agility compare` does);
-        # an all-new dataset is held to the registered mean.
-        paired = {k: v - float(registered_rows[k][name]) for k, v in scored.items()
-                  if k in registered_rows and registered_rows[k].get(name) is not None}
-        differences = list(paired.values()) if len(paired) >= 2 else [v - registered for v in scored.values()]
-        against = f"{len(paired)} samples paired with the registered run" if len(paired) >= 2 else f"registered mean {registered:.3f}"
-        low, high = paired_bootstrap_ci(differences)
-        margin = float(margins.get(name, 0.05))
-        ok = non_inferior(low, high, margin, higher_is_better=metric_direction(name))
-        passed &= ok
-        estimate = sum(differences) / len(differences)
-        reasons.append(f"{name} {estimate:+.3f} [{low:+.3f}, {high:+.3f}] vs {against}: {'within' if ok else 'outside'} margin {margin:g}")
-    from agility_mlflow import tracking
+        raise InputError(f"{model_uri} records no scores and no --min was given: nothing to check")
+    config = _check_config(version, model_config, Path(dataset), metrics, experiment or version.tags.get("agility.experiment"), cache)
+    return _evaluate_and_judge(config, version, model_uri, model_config["prompt_uri"], minimums, registered)
 
-    # A check run is not a candidate: `agility compare` must not decide it.
-    tracking.set_tags(summary.run_id, {tracking.ROLE: "check", "agility.check": "pass" if passed else "fail", "agility.check_model": model_uri,
-                                       "agility.check_reasons": "; ".join(reasons)[:5000]})
-    return CheckResult(passed, summary.run_id, summary.metrics, reasons)
+
+def _check_config(version: Any, model_config: Mapping[str, Any], dataset: Path, metrics: list[str], experiment: str | None, cache: bool) -> Any:
+    from pydantic import ValidationError
+
+    from agility_mlflow.config import Config
+
+    dataset = dataset.resolve()
+    model = model_config["model"]
+    try:
+        return Config.model_validate({
+            "experiment": experiment or "agility-check",
+            "dataset": {"path": str(dataset)},
+            "prompts": [{"name": model_config["prompt_name"], "template": model_config["prompt_uri"]}],
+            "candidates": [{"name": version.name, **model}],
+            "metrics": metrics,
+            "pricing": model_config.get("pricing") or {},
+            "run": {"cache": cache},
+            "path": dataset.parent / "agility-check.yaml",
+        })
+    except ValidationError as exc:
+        raise InputError(f"models:/{version.name}/{version.version}: its agility model config is invalid ({exc.errors()[0]['msg']})") from None
+
+
+def _evaluate_and_judge(
+    config: Any, version: Any, model_uri: str, prompt_uri: str, minimums: Mapping[str, float], registered: RegisteredScores
+) -> CheckResult:
+    from agility_mlflow import tracking
+    from agility_mlflow.cache import ResponseCache
+    from agility_mlflow.evaluation import create_backends, evaluate, log_evaluation, prepare
+    from agility_mlflow.runner import Runner
+
+    project = prepare(config, with_source=False)
+    (configuration,) = project.configurations
+    backends = create_backends(project)
+    experiment_id = tracking.configure(None, config.experiment)
+    # Tagged a check from the start: `agility compare` must never decide it, even if it dies half-way.
+    tags = {tracking.ROLE: "check", tracking.CANDIDATE: version.name, CHECK_MODEL: model_uri, "agility.check_version": str(version.version)}
+    try:
+        with tracking.evaluation_run(experiment_id, f"check/{version.name}/v{version.version}", tags, prompt_uri=prompt_uri) as run_id:
+            runner = Runner(config.run, ResponseCache(), progress=False)
+            pricing = {model_id: price.model_dump() for model_id, price in config.pricing.items()}
+            result = evaluate(configuration, backends[configuration.name], project.dataset, project.metrics, runner, pricing)
+            log_evaluation(project, configuration, result, run_id, prompt_uri)
+            passed, reasons = judge(result.rows, result.metrics, minimums=minimums, registered=registered)
+            tracking.set_tags(run_id, {CHECK: "pass" if passed else "fail", CHECK_REASONS: "; ".join(reasons)[:5000]})
+    finally:
+        for backend in backends.values():
+            backend.close()
+    return CheckResult(passed, run_id, result.metrics, reasons)
 
 
 def _model_version(client: Any, model_uri: str) -> Any:
@@ -133,6 +280,8 @@ def _model_version(client: Any, model_uri: str) -> Any:
             name, alias = rest.split("@", 1)
             return client.get_model_version_by_alias(name, alias)
         name, _, number = rest.rpartition("/")
+        if not name or not number.isdigit():
+            raise InputError(f"--model '{model_uri}': use models:/NAME@ALIAS or models:/NAME/VERSION")
         return client.get_model_version(name, number)
     except MlflowException as exc:
         raise InputError(f"--model '{model_uri}': {str(exc).splitlines()[0]}") from None
@@ -145,12 +294,4 @@ def _model_config(version: Any) -> dict[str, Any]:
     config = mlflow.models.get_model_info(uri).flavors.get("python_function", {}).get("config")
     if not config or "model" not in config:
         raise InputError(f"{uri} is not an agility model (no agility model config)")
-    return config
-
-
-def _results(run_id: str) -> list[dict[str, Any]]:
-    from agility_mlflow.compare._query import _read_results
-    from mlflow import MlflowClient
-
-    with tempfile.TemporaryDirectory() as scratch:
-        return _read_results(MlflowClient(), run_id, Path(scratch)) or []
+    return dict(config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,20 +14,36 @@ from typing import Any
 from agility_mlflow.config import Config, InferenceParams, load_config
 from agility_mlflow.errors import InputError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("agility_mlflow")
 
 MODEL_CODE = Path(__file__).with_name("_model.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REGISTERED_FROM = "agility.registered_from_run"
+# MLflow accepts more, but these characters are safe in filters, URIs and shells alike.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
 class Registration:
+    """A model version ``agility register`` created.
+
+    Attributes:
+        name: The registered model name.
+        version: The new model version.
+        alias: The alias now on that version and on its prompt version.
+        run_id: The evaluated run that was registered.
+        model_uri: The logged model (``models:/m-...``).
+        prompt_uri: The prompt version (``prompts:/NAME/N``).
+
+    Example:
+        >>> Registration("app.fin-qa", "3", "champion", "5c1f", "models:/m-1", "prompts:/fin-qa/2").alias_uri
+        'models:/app.fin-qa@champion'
+    """
+
     name: str
     version: str
     alias: str
     run_id: str
-    """The evaluated run that was registered."""
     model_uri: str
     prompt_uri: str
 
@@ -42,10 +60,23 @@ def register(
     alias: str = "champion",
     tracking_uri: str | None = None,
 ) -> Registration:
-    """Register the comparison's winner (or ``run_id``) as a loadable pyfunc model with an alias.
+    """Register the latest comparison's winner (or ``run_id``) as a loadable pyfunc model with an alias.
 
-    The model version's tags hold the verdict, the scores and the decision margin that ``agility
-    check`` later holds it to; the prompt version gets the same alias in the Prompt Registry.
+    The model (models-from-code, the package bundled) holds the provider, model id, endpoint
+    options, prompt text and version, and inference parameters of the run, never a key. The model
+    version's tags hold the verdict, the scores and the decision rule that ``agility check`` later
+    holds it to; the prompt version gets the same alias in the Prompt Registry.
+
+    Args:
+        config: The config path (or loaded config) of the experiment the run belongs to.
+        name: The registered model name; it must not be a prompt's name (e.g. ``app.fin-qa``).
+        run_id: Register this candidate or trial run instead of the latest comparison's winner.
+        alias: Alias for the model version and its prompt version.
+        tracking_uri: Overrides the config's ``tracking_uri`` and ``MLFLOW_TRACKING_URI``.
+
+    Raises:
+        InputError: No comparison or no winner (without ``run_id``), an unknown or unsuitable run,
+            or a model name that is taken by a prompt.
 
     Example:
         >>> registration = register("projects/financial-qa/agility.yaml", "app.fin-qa")  # doctest: +SKIP
@@ -57,53 +88,64 @@ def register(
     from agility_mlflow import tracking
 
     cfg = config if isinstance(config, Config) else load_config(config)
+    for option, value in (("--name", name), ("--alias", alias)):
+        if not _MODEL_NAME.match(value):
+            raise InputError(f"{option} '{value}': use letters, digits, '.', '_' and '-' (e.g. app.{cfg.prompts[0].name})")
     experiment_id = tracking.existing_experiment(cfg, tracking_uri)
     client = MlflowClient()
-    verdict: dict[str, Any] = {}
-    if run_id is None:
-        run_id, verdict = _winner(client, experiment_id, cfg)
-    run = _run(client, run_id)
     if client.search_prompts(filter_string=f"name = '{name}'"):
         raise InputError(f"--name '{name}' is a Prompt Registry prompt; models and prompts share names: use another (e.g. app.{name})")
-    prompt_uri = run.data.tags.get("agility.prompt")
-    if not prompt_uri:
-        raise InputError(f"run {run_id} has no agility.prompt tag: not an agility candidate or trial run")
+    run_id, verdict = _verdict(client, experiment_id, cfg, run_id)
+    run = _run(client, run_id, experiment_id, cfg)
+    prompt_uri = run.data.tags[tracking.PROMPT]
     model_config = _model_config(cfg, run, prompt_uri)
     metric_names = [m for m in cfg.metrics if m in run.data.metrics]
+    decision = cfg.decision
     tags = {
         REGISTERED_FROM: run_id,
         "agility.experiment": cfg.experiment,
         "agility.metrics": json.dumps(metric_names),
-        "agility.margins": json.dumps({m: cfg.decision.margins.get(m, cfg.decision.margin) for m in metric_names}),
+        "agility.margins": json.dumps({m: decision.margins.get(m, decision.margin) for m in metric_names}),
+        "agility.confidence": repr(decision.confidence),
+        "agility.max_error_rate": repr(decision.max_error_rate),
         **{f"agility.score.{m}": repr(run.data.metrics[m]) for m in metric_names},
-        **{f"agility.verdict.{k}": str(v)[:5000] for k, v in verdict.items()},
+        **{f"agility.verdict.{k}": v[:5000] for k, v in verdict.items()},
     }
+    description = (
+        f"{run.info.run_name} ({model_config['model']['provider']}:{model_config['model']['model_id']}, {prompt_uri}) "
+        f"from run {run_id}; verdict: {verdict['outcome']}" + (f": {verdict['reasons']}" if verdict.get("reasons") else "")
+    )
     with tracking.evaluation_run(experiment_id, f"register/{name}", {tracking.ROLE: "registration", REGISTERED_FROM: run_id},
                                  prompt_uri=prompt_uri) as registration_run:
-        info = tracking.log_pyfunc_model(registration_run, MODEL_CODE, model_config, code_paths=[PACKAGE_DIR])
-    version = tracking.register_model(info.model_uri, name, alias, tags, prompt_uri)
+        info = tracking.log_pyfunc_model(registration_run, MODEL_CODE, model_config, code_paths=[PACKAGE_DIR],
+                                         input_columns=sorted(_variables(model_config)))
+    version = tracking.register_model(info.model_uri, name, alias, tags, prompt_uri, description=description[:5000])
     return Registration(name, version, alias, run_id, info.model_uri, prompt_uri)
 
 
-def _winner(client: Any, experiment_id: str, cfg: Config) -> tuple[str, dict[str, Any]]:
+def _verdict(client: Any, experiment_id: str, cfg: Config, run_id: str | None) -> tuple[str, dict[str, str]]:
+    """The run to register (``run_id``, else the latest comparison's winner) and its verdict in that comparison."""
     from agility_mlflow.compare import WINNER
     from agility_mlflow.compare._query import finished_with_role
 
-    runs = client.search_runs([experiment_id], filter_string=finished_with_role("comparison"), order_by=["attributes.start_time DESC"],
-                              max_results=1)
-    if not runs:
-        raise InputError(f"{cfg.path.name}: no comparison run in '{cfg.experiment}': run `agility compare` first, or pass --run-id")
-    comparison = runs[0]
-    winner = comparison.data.tags.get(WINNER, "none")
-    if winner == "none":
-        raise InputError(f"{cfg.path.name}: the latest comparison ({comparison.info.run_id}) has no winner; pass --run-id to register a run anyway")
-    verdict = {"comparison_run": comparison.info.run_id}
-    verdicts = _artifact_json(client, comparison.info.run_id, "verdicts.json")
-    for entry in (verdicts or {}).get("verdicts", []):
-        if entry.get("run_id") == winner or (entry.get("run") or {}).get("run_id") == winner:
-            verdict["outcome"] = entry.get("outcome", "")
-            verdict["reasons"] = "; ".join(entry.get("reasons", []))
-    return winner, verdict
+    comparisons = client.search_runs([experiment_id], filter_string=finished_with_role("comparison"),
+                                     order_by=["attributes.start_time DESC"], max_results=1)
+    comparison = comparisons[0] if comparisons else None
+    if run_id is None:
+        if comparison is None:
+            raise InputError(f"{cfg.path.name}: no comparison run in '{cfg.experiment}': run `agility compare` first, or pass --run-id")
+        run_id = comparison.data.tags.get(WINNER, "none")
+        if run_id == "none":
+            raise InputError(
+                f"{cfg.path.name}: the latest comparison ({comparison.info.run_id}) has no winner; pass --run-id to register a run anyway"
+            )
+    verdict = {"outcome": "not compared"}
+    if comparison is not None:
+        for entry in (_artifact_json(client, comparison.info.run_id, "verdicts.json") or {}).get("verdicts", []):
+            if entry.get("run_id") == run_id:
+                verdict = {"outcome": str(entry.get("outcome", "")), "reasons": "; ".join(entry.get("reasons", [])),
+                           "comparison_run": comparison.info.run_id}
+    return run_id, verdict
 
 
 def _artifact_json(client: Any, run_id: str, path: str) -> Any:
@@ -111,19 +153,26 @@ def _artifact_json(client: Any, run_id: str, path: str) -> Any:
 
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            return json.loads(Path(client.download_artifacts(run_id, path, scratch)).read_text())
+            return json.loads(Path(client.download_artifacts(run_id, path, scratch)).read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - the verdict text is a nicety; the winner tag is what counts
         logger.warning("run %s: %s unreadable; registering without the verdict text", run_id, path)
         return None
 
 
-def _run(client: Any, run_id: str) -> Any:
+def _run(client: Any, run_id: str, experiment_id: str, cfg: Config) -> Any:
     from mlflow.exceptions import MlflowException
+
+    from agility_mlflow import tracking
 
     try:
         run = client.get_run(run_id)
     except MlflowException:
         raise InputError(f"--run-id {run_id}: no such run") from None
+    if run.info.experiment_id != experiment_id:
+        raise InputError(f"--run-id {run_id}: the run is not in experiment '{cfg.experiment}' of {cfg.path.name}")
+    role = run.data.tags.get(tracking.ROLE)
+    if role not in ("candidate", "trial") or not run.data.tags.get(tracking.PROMPT):
+        raise InputError(f"--run-id {run_id}: a {role or 'untagged'} run; only candidate and trial runs can be registered")
     if run.info.status != "FINISHED":
         raise InputError(f"--run-id {run_id}: the run is {run.info.status}, not FINISHED")
     return run
@@ -138,14 +187,20 @@ def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
     candidate = next((c for c in cfg.candidates if c.name == candidate_name), None)
     if candidate is None:
         raise InputError(f"{cfg.path.name}: run {run.info.run_id} is of candidate '{candidate_name}', which the config no longer has")
+    # The run says which model answered; the config adds the endpoint options (never logged as params).
+    for key in ("provider", "model_id"):
+        if params.get(key, getattr(candidate, key)) != getattr(candidate, key):
+            raise InputError(
+                f"{cfg.path.name}: key 'candidates': run {run.info.run_id} used {key} '{params[key]}' but candidate "
+                f"'{candidate.name}' now has '{getattr(candidate, key)}'; register from the config that made the run"
+            )
     inference = {}
-    for field in InferenceParams.model_fields:
-        if field in params:
-            text = params[field]
+    for name in InferenceParams.model_fields:
+        if name in params:
             try:
-                inference[field] = json.loads(text)
+                inference[name] = json.loads(params[name])
             except ValueError:
-                inference[field] = text
+                inference[name] = params[name]
     if candidate.api_key is not None:
         logger.warning("candidate '%s' has an inline api_key, which is never stored: the model reads %s", candidate.name,
                        candidate.api_key_env or "OPENAI_API_KEY")
@@ -158,4 +213,18 @@ def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
     else:
         by_role = {m["role"]: m["content"] for m in content}
         user, system = by_role.get("user", ""), by_role.get("system")
-    return {"model": model, "prompt_uri": prompt_uri, "prompt_name": prompt.name, "template": user, "system": system}
+    price = cfg.pricing.get(candidate.model_id)
+    return {
+        "model": model,
+        "prompt_uri": prompt_uri,
+        "prompt_name": prompt.name,
+        "template": user,
+        "system": system,
+        "pricing": {candidate.model_id: price.model_dump()} if price else {},
+    }
+
+
+def _variables(model_config: Mapping[str, Any]) -> frozenset[str]:
+    from agility_mlflow.prompts import Template
+
+    return Template.from_text(model_config["prompt_name"], model_config["template"], model_config["system"]).variables

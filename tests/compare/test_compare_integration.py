@@ -120,7 +120,9 @@ def test_verdicts_intervals_and_winner_are_exactly_as_computed(compared: dict[st
     sd = float(np.std(np.array(FEW_F1) - np.array(SOURCE_F1[:10]), ddof=1))
     needed = math.ceil(((norm.ppf(0.975) + norm.ppf(0.8)) * sd / 0.05) ** 2)
     assert few.needed_samples == needed == 314
-    assert few.comparison("token_f1").n_paired == 10 and few.comparison("exact_match").needed_samples == 30
+    assert few.comparison("token_f1").n_paired == 10
+    # 10 agreeing 1s: Newcombe's bound is -z**2 / (m + z**2), above -0.05 from m = 73 (more than min_samples 30)
+    assert few.comparison("exact_match").needed_samples == math.ceil(norm.ppf(0.975) ** 2 * (1 / 0.05 - 1)) == 73
     assert "on only 10 paired samples (minimum 30): need ~314" in few.reasons[1]
 
     slow = result.verdict("slow/qa")

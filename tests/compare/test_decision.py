@@ -95,6 +95,18 @@ def test_binary_metric_uses_mcnemar_and_newcombe() -> None:
     assert bootstrap.method == "bootstrap" and bootstrap.p_value is None
 
 
+def test_identical_pass_fail_answers_are_insufficient_not_failed() -> None:
+    # No discordant pair: the differences have no spread (the power formula says 0 samples), but the
+    # Newcombe interval of 30 pairs still crosses 0.05; at these rates it clears from 38 pairs on.
+    same = [float(i % 2) for i in range(30)]
+    result = compare_metric(_scores(same), _scores(same), "exact_match", decision=DecisionConfig())
+    assert (result.method, result.sd_difference, result.difference) == ("mcnemar", 0.0, 0.0)
+    assert result.ci_low < -0.05 and (result.outcome, result.needed_samples) == ("insufficient", 38)
+    assert result.reason == f"exact_match +0.000 [{result.ci_low:.3f}, {result.ci_high:.3f}] crosses margin 0.05: need ~38 paired samples (have 30) (McNemar p=1)"
+    forty = [float(i % 2) for i in range(40)]
+    assert compare_metric(_scores(forty), _scores(forty), "exact_match", decision=DecisionConfig()).outcome == "pass"
+
+
 def test_lower_is_better_metric_is_mirrored() -> None:
     source = [10.0 + i % 5 for i in range(40)]
     longer = [s + 3.0 for s in source]

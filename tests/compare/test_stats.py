@@ -12,6 +12,7 @@ from agility_mlflow.compare import (
     _stats,
     mcnemar_exact_p,
     newcombe_paired_ci,
+    newcombe_required_samples,
     non_inferior,
     paired_bootstrap_ci,
     paired_values,
@@ -71,6 +72,18 @@ def test_newcombe_interval_keeps_a_width_without_discordant_pairs() -> None:
     low, high = newcombe_paired_ci(20, 0, 0, 20)
     assert low < -0.04 and high > 0.04 and low == pytest.approx(-high)
     assert paired_bootstrap_ci([0.0] * 40) == (0.0, 0.0)  # why 0/1 metrics do not use the bootstrap
+
+
+def test_newcombe_required_samples_is_the_first_size_whose_interval_clears_the_margin() -> None:
+    # 20 pairs that all agree, half right: scaled to m samples, the bound clears -0.05 from m = 38 on.
+    assert newcombe_paired_ci(18.5, 0, 0, 18.5)[0] < -0.05 < newcombe_paired_ci(19, 0, 0, 19)[0]  # m = 37, m = 38
+    assert newcombe_required_samples(10, 0, 0, 10, 0.05) == 38
+    assert newcombe_required_samples(20, 0, 0, 20, 0.05) == 40  # already enough: the samples at hand
+    # The rates are kept while the counts grow: 1 loss in 20 agreeing pairs, scaled by m / 21.
+    needed = newcombe_required_samples(10, 0, 1, 10, 0.1)
+    scaled = lambda m: newcombe_paired_ci(10 * m / 21, 0, m / 21, 10 * m / 21)  # noqa: E731
+    assert scaled(needed)[0] > -0.1 >= scaled(needed - 1)[0]
+    assert newcombe_required_samples(5, 0, 5, 10, 0.05) is None  # a 0.25 loss never clears a 0.05 margin
 
 
 def test_wilson_interval_by_hand() -> None:
