@@ -102,6 +102,54 @@ class SourceConfig(ModelConfig):
     """The prompt the recorded answers came from; default the first prompt."""
 
 
+class EmbeddingsConfig(_Strict):
+    """The embedding model of the ``answer_relevancy`` and ``semantic_similarity`` metrics."""
+
+    provider: Literal["local", "openai"] = "local"
+    model_id: str = "smollm2-135m-instruct"
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+
+class JudgeConfig(ModelConfig):
+    """The ``judge:`` section: the model that scores answers for ``llm_judge``, Ragas and DeepEval metrics.
+
+    Any provider works (the local model by default, an OpenAI-compatible endpoint, Bedrock). Its calls
+    go through the same runner as the candidates' (concurrency, retries, cache) and its tokens and
+    cost are logged apart from theirs (``judge_cost_usd_total``).
+    """
+
+    provider: Provider = "local"
+    model_id: str = "smollm2-135m-instruct"
+    params: InferenceParams = Field(default_factory=lambda: InferenceParams(max_tokens=512))
+    criteria: str | None = None
+    """What ``llm_judge`` weighs (default: correctness, relevance, detail and helpfulness against the reference)."""
+    style_guide: str | None = None
+    """An SME's style guide the judge also holds answers to: inline text or a file path relative to the config."""
+    geval: dict[str, str] = Field(default_factory=dict)
+    """DeepEval GEval criteria by name; metric ``geval_<name>`` scores each, e.g. ``{conciseness: "..."}``."""
+    max_attempts: int = Field(3, ge=1, le=10)
+    """Judge replies that are not the expected JSON are asked again this many times in all, then recorded as the sample's error."""
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+
+    @field_validator("provider")
+    @classmethod
+    def _not_replay(cls, value: str) -> str:
+        if value == "replay":
+            raise ValueError("a judge must call a model: use local, openai or bedrock")
+        return value
+
+    @field_validator("geval")
+    @classmethod
+    def _geval_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, criteria in value.items():
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"GEval name '{name}': use letters, digits and '_' (it becomes metric geval_{name})")
+            if not criteria.strip():
+                raise ValueError(f"GEval '{name}': criteria text is empty")
+        return value
+
+
 class RunSettings(_Strict):
     concurrency: int = Field(8, ge=1, le=256)
     cache: bool = True
@@ -224,6 +272,35 @@ class DecisionConfig(_Strict):
         return value
 
 
+# Which automated metrics fit which use case (the AWS method's table): string metrics always, judged
+# ones when the config has a judge. See the README, "Metric presets".
+METRIC_PRESETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "qa": (("exact_match", "token_f1", "rouge_l", "numeric_match"), ("answer_correctness", "llm_judge")),
+    "rag": (("token_f1", "rouge_l", "numeric_match"), ("faithfulness", "answer_relevancy", "context_precision", "context_recall", "llm_judge")),
+    "summarization": (("rouge_l", "bleu", "answer_length"), ("deepeval_summarization", "llm_judge")),
+    "classification": (("exact_match", "token_f1"), ()),
+}
+
+
+class MetricPreset(_Strict):
+    """``metrics: {preset: rag, add: [numeric_match]}``: a use case's metrics, plus any named in ``add``."""
+
+    preset: Literal["qa", "rag", "summarization", "classification"]
+    add: list[str] = Field(default_factory=list)
+
+    def names(self, with_judge: bool) -> list[str]:
+        """The preset's metric names (judged ones only ``with_judge``), then ``add``, without repeats.
+
+        Example:
+            >>> MetricPreset(preset="qa").names(with_judge=False)
+            ['exact_match', 'token_f1', 'rouge_l', 'numeric_match']
+            >>> MetricPreset(preset="rag", add=["bleu"]).names(with_judge=True)[-2:]
+            ['llm_judge', 'bleu']
+        """
+        plain, judged = METRIC_PRESETS[self.preset]
+        return list(dict.fromkeys([*plain, *(judged if with_judge else ()), *self.add]))
+
+
 class Config(_Strict):
     experiment: str
     tracking_uri: str | None = None
@@ -231,17 +308,39 @@ class Config(_Strict):
     prompts: list[PromptConfig] = Field(min_length=1)
     source: SourceConfig | None = None
     candidates: list[CandidateConfig] = Field(default_factory=list)
-    metrics: list[str] = Field(default_factory=lambda: ["exact_match", "token_f1", "rouge_l", "numeric_match"])
+    metrics: list[str] | MetricPreset = Field(default_factory=lambda: ["exact_match", "token_f1", "rouge_l", "numeric_match"])
+    """Metric names, or a use-case preset (``{preset: qa|rag|summarization|classification, add: [...]}``);
+    after validation always the list of names."""
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)
     run: RunSettings = Field(default_factory=RunSettings)
     sweep: SweepConfig | None = None
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    judge: JudgeConfig | None = None
+    """The judge model; metrics that need one (``llm_judge``, Ragas, DeepEval) fail fast without it."""
 
     path: Path = Field(Path("agility.yaml"), exclude=True)
     """Where the config was read from; relative paths resolve against its folder."""
 
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        try:
+            return MetricPreset.model_validate(value)
+        except ValidationError as exc:  # one plain message, not one per branch of the union
+            err = exc.errors()[0]
+            where = ".".join(str(part) for part in err["loc"])
+            if err["type"] == "extra_forbidden":
+                raise ValueError(f"unknown key '{where}' (a preset takes 'preset' and 'add')") from None
+            if err["type"] == "literal_error":
+                raise ValueError(f"unknown preset {err['input']!r} (known: {', '.join(METRIC_PRESETS)})") from None
+            raise ValueError(f"{where}: {err['msg']}") from None
+
     @model_validator(mode="after")
     def _cross_references(self) -> Config:
+        if isinstance(self.metrics, MetricPreset):  # resolved once, so every module sees plain names
+            object.__setattr__(self, "metrics", self.metrics.names(with_judge=self.judge is not None))
         prompt_names = [p.name for p in self.prompts]
         _unique("prompts", prompt_names)
         _unique("candidates", [c.name for c in self.candidates])
@@ -333,6 +432,8 @@ def _describe(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ""
     for part in err["loc"]:
+        if isinstance(part, str) and ("[" in part or part[:1].isupper()):
+            continue  # a union's branch (``list[str]``, ``MetricPreset``), not a key the user wrote
         loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
     kind = err["type"]
     if kind == "extra_forbidden":

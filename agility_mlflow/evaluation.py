@@ -26,10 +26,14 @@ from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.prompts import Template, load_template
 from agility_mlflow.runner import Outcome, Request, Runner
-from agility_mlflow.scoring import Metric, get_metric
+from agility_mlflow.scoring import Judge, JudgedMetric, JudgeInput, Metric, get_metric, judge_rows
+from agility_mlflow.scoring._judged import judge_metrics
 from agility_mlflow.scoring.stats import mean_score, run_metrics
 
 logger = logging.getLogger("agility_mlflow")
+
+CONTEXT = "context"
+HUMAN_SCORE = "human_score_source_llm"
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,12 @@ class Project:
     config: Config
     dataset: GoldenDataset
     templates: dict[str, Template]
-    metrics: list[Metric]
+    metrics: list[Metric | JudgedMetric]
     configurations: list[Configuration]
+
+    @property
+    def judged_metrics(self) -> list[JudgedMetric]:
+        return [m for m in self.metrics if isinstance(m, JudgedMetric)]
 
 
 @dataclass
@@ -103,11 +111,84 @@ def prepare(
     for metric in metrics:
         if metric.needs_reference:
             dataset.require([GROUND_TRUTH], f"metric '{metric.name}'")
+        if isinstance(metric, JudgedMetric):
+            _check_judged(config, dataset, metric)
     configurations = _plan(config, dataset, templates, candidates, with_source)
     for configuration in configurations:
         if configuration.model.provider == "replay":
             dataset.require([SOURCE_ANSWER], f"the replayed model '{configuration.name}'")
     return Project(config, dataset, templates, metrics, configurations)
+
+
+def _check_judged(config: Config, dataset: GoldenDataset, metric: JudgedMetric) -> None:
+    """A judged metric needs a ``judge:``, its library, and (for some) the ``context`` column: fail before any call."""
+    import importlib.util
+
+    where = f"{config.path.name}: metric '{metric.name}'"
+    if config.judge is None:
+        raise InputError(f"{where} needs a judge model: add a 'judge:' section (e.g. judge: {{provider: local}}, or an OpenAI or Bedrock model)")
+    if metric.family in ("ragas", "deepeval") and importlib.util.find_spec(metric.family) is None:
+        raise InputError(f"{where} needs {metric.family.capitalize()}: pip install 'agility-mlflow[quality]'")
+    if metric.name.startswith("geval_") and metric.name.removeprefix("geval_") not in config.judge.geval:
+        raise InputError(f"{where}: add its criteria under judge.geval.{metric.name.removeprefix('geval_')}")
+    if metric.needs_context:
+        dataset.require([CONTEXT], f"metric '{metric.name}'")
+
+
+def create_judge(project: Project, runner: Runner) -> Judge | None:
+    """The project's judge (``None`` when no metric needs one), bound into its judged metrics.
+
+    The judge's backend is built like a candidate's, so a missing key fails before any run.
+    """
+    import dataclasses
+
+    from agility_mlflow.scoring._embeddings import Embedder
+
+    cfg = project.config
+    if not project.judged_metrics or cfg.judge is None:
+        return None
+    try:
+        backend = create_backend(cfg.judge, cfg.run)
+    except AgilityError as exc:
+        raise InputError(f"{cfg.path.name}: judge: {exc}") from None
+    price = lookup_price(cfg.judge.provider, cfg.judge.model_id, _pricing(cfg))
+    if price is None:
+        logger.warning("no price known for judge model '%s': judge cost is reported as unknown (add it under pricing:)", cfg.judge.model_id)
+    judge = Judge(cfg.judge, runner, backend, price, style_guide=judge_style_guide(cfg))
+    judge.embedder = Embedder(cfg.judge.embeddings)
+    project.metrics = [dataclasses.replace(m, judge=judge) if isinstance(m, JudgedMetric) else m for m in project.metrics]
+    return judge
+
+
+def judge_style_guide(cfg: Config) -> str | None:
+    """The judge's style guide: a file relative to the config when one exists by that name, else the text itself."""
+    text = cfg.judge.style_guide if cfg.judge else None
+    if not text:
+        return None
+    if "\n" not in text and len(text) < 256:
+        path = cfg.resolve(text)
+        if path.is_file():
+            try:
+                return path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{cfg.path.name}: key 'judge.style_guide': {path.name} is not UTF-8 text (byte {exc.start})") from None
+    return text
+
+
+def warn_same_family(project: Project) -> None:
+    """A judge tends to prefer answers of its own family: say so when it judges one."""
+    from agility_mlflow.scoring import model_family
+
+    judge = project.config.judge
+    if judge is None or not project.judged_metrics:
+        return
+    family = model_family(judge.model_id)
+    for configuration in project.configurations:
+        if configuration.role != "source" and model_family(configuration.model.model_id) == family:
+            logger.warning(
+                "the judge %s is of the same model family ('%s') as candidate '%s': it may favour it; prefer a judge of another family",
+                judge.model_id, family, configuration.name,
+            )
 
 
 def _plan(
@@ -164,28 +245,50 @@ def score_samples(
     configuration: Configuration,
     backend: Backend,
     samples: Sequence[dict[str, Any]],
-    metrics: Sequence[Metric],
+    metrics: Sequence[Metric | JudgedMetric],
     runner: Runner,
     price: Price | None,
 ) -> tuple[list[Outcome], list[dict[str, Any]]]:
-    """The runner's outcomes for ``samples`` and one scored ``eval_results`` row per sample."""
+    """The runner's outcomes for ``samples`` and one scored ``eval_results`` row per sample.
+
+    String metrics score each answer directly; judged metrics then ask their judge, sample by
+    sample in parallel, and add their reasoning, error and the judge's usage to the rows.
+    """
     requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
     outcomes = runner.run(backend, configuration.model.params.as_dict(), requests, description=configuration.run_name)
-    return outcomes, [_score(outcome, metrics, price) for outcome in outcomes]
+    rows = [_score(outcome, metrics, price) for outcome in outcomes]
+    judged = [m for m in metrics if isinstance(m, JudgedMetric)]
+    if judged:
+        inputs = [judge_input(outcome) if outcome.generation is not None else None for outcome in outcomes]
+        judge_rows(rows, inputs, judged, workers=runner.settings.concurrency)
+    return outcomes, rows
 
 
-def aggregate(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], metrics: Sequence[Metric]) -> dict[str, float]:
-    """Run-level metrics: counts, latency, tokens, cost, and the mean of each quality metric."""
+def judge_input(outcome: Outcome) -> JudgeInput:
+    """What the judge sees of one answered sample: the question (or the rendered user message), references, context."""
+    sample = outcome.request.sample
+    question = sample.get("question")
+    if not question:
+        question = next((m["content"] for m in reversed(outcome.request.messages) if m.get("role") == "user"), "")
+    context = sample.get(CONTEXT)
+    contexts = [str(c) for c in context] if isinstance(context, list) else ([str(context)] if context else [])
+    assert outcome.generation is not None
+    return JudgeInput(str(question), outcome.generation.text, references(sample), contexts, sample)
+
+
+def aggregate(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], metrics: Sequence[Metric | JudgedMetric]) -> dict[str, float]:
+    """Run-level metrics: counts, latency, tokens, cost, the mean of each quality metric, the judge's usage."""
     result = run_metrics(rows)
     result["n_cache_hits"] = float(sum(o.cached for o in outcomes))
     for metric in metrics:
         value = mean_score([row[metric.name] for row in rows if row["error"] is None])
         if value is not None:
             result[metric.name] = value
+    result.update(judge_metrics(rows, [m for m in metrics if isinstance(m, JudgedMetric)]))
     return result
 
 
-def _score(outcome: Outcome, metrics: Sequence[Metric], price: Price | None) -> dict[str, Any]:
+def _score(outcome: Outcome, metrics: Sequence[Metric | JudgedMetric], price: Price | None) -> dict[str, Any]:
     generation = outcome.generation
     sample = outcome.request.sample
     refs = references(sample)
@@ -204,7 +307,8 @@ def _score(outcome: Outcome, metrics: Sequence[Metric], price: Price | None) -> 
         "error": outcome.error,
     }
     for metric in metrics:
-        row[metric.name] = metric(generation.text, refs, sample) if generation else None
+        if isinstance(metric, Metric):
+            row[metric.name] = metric(generation.text, refs, sample) if generation else None
     return row
 
 
@@ -237,6 +341,8 @@ def run_project(
     backends = create_backends(project)
     cfg = project.config
     runner = runner or Runner(cfg.run, ResponseCache(), progress=progress)
+    judge = create_judge(project, runner)
+    warn_same_family(project)
     experiment_id = tracking.configure(tracking_uri or cfg.resolved_tracking_uri(), cfg.experiment)
     for run_id in tracking.fail_abandoned_runs(experiment_id):
         logger.warning("run %s was left RUNNING by a process that died: marked FAILED", run_id)
@@ -251,6 +357,8 @@ def run_project(
     finally:
         for backend in backends.values():
             backend.close()
+        if judge is not None:
+            judge.backend.close()
     return summaries
 
 
@@ -271,6 +379,8 @@ def _run_configuration(
         experiment_id, configuration.run_name, tags, prompt_uri=prompt_uri, parent_run_id=parent_run_id
     ) as run_id:
         result = evaluate(configuration, backend, project.dataset, project.metrics, runner, _pricing(project.config))
+        if configuration.role == "source":
+            result.metrics.update(calibrate(project, result))
         if result.price is None:
             logger.warning(
                 "no price known for %s model '%s': cost is reported as unknown (add it under pricing:)",
@@ -282,6 +392,20 @@ def _run_configuration(
             first = next(row["error"] for row in result.rows if row["error"])
             raise AgilityError(f"{configuration.run_name}: every sample failed; first error: {first}")
     return RunSummary(run_id, configuration.role, configuration.name, prompt_uri, result.metrics)
+
+
+def calibrate(project: Project, result: EvaluationResult) -> dict[str, float]:
+    """The judge's agreement with ``human_score_source_llm`` on the source answers (empty without either).
+
+    Only the source run answers with the answers the humans scored, so only it is calibrated.
+    """
+    from agility_mlflow.scoring._calibration import agreement
+
+    if HUMAN_SCORE not in project.dataset.columns or "llm_judge" not in {m.name for m in project.judged_metrics}:
+        return {}
+    human = {str(row["sample_id"]): row.get(HUMAN_SCORE) for row in project.dataset.rows}
+    judged = [(row["llm_judge"], human.get(str(row["sample_id"]))) for row in result.rows]
+    return agreement([j for j, _ in judged], [h for _, h in judged])
 
 
 def log_evaluation(project: Project, configuration: Configuration, result: EvaluationResult, run_id: str, prompt_uri: str) -> None:
@@ -301,27 +425,34 @@ def log_evaluation(project: Project, configuration: Configuration, result: Evalu
     if price is not None:
         params["price_input_usd_per_mtok"] = price.input_per_mtok
         params["price_output_usd_per_mtok"] = price.output_per_mtok
+    judge = next((m.judge for m in project.judged_metrics if m.judge is not None), None)
+    if judge is not None:
+        params["judge_provider"] = judge.config.provider
+        params["judge_model_id"] = judge.config.model_id
     tracking.log_run_data(run_id, params, result.metrics)
     tracking.log_results_table(run_id, result.rows)
     tracking.log_config(run_id, project.config.public_dict())
     tracking.log_dataset(project.dataset.rows, str(project.dataset.path), project.dataset.path.name, project.dataset.digest)
     if project.config.run.traces:
-        _log_traces(configuration, result, prompt_uri)
+        _log_traces(project, configuration, result, prompt_uri)
 
 
-def _log_traces(configuration: Configuration, result: EvaluationResult, prompt_uri: str) -> None:
+def _log_traces(project: Project, configuration: Configuration, result: EvaluationResult, prompt_uri: str) -> None:
     import time
 
     from agility_mlflow import tracking
 
+    metric_names = [m.name for m in project.metrics]
+    judged = project.judged_metrics
+    assessments = []
     for outcome, row in zip(result.outcomes, result.rows):
         generation = outcome.generation
         start, end = outcome.started_ns, outcome.ended_ns
         if not start:  # replayed or cached: no call now, so time the trace by the recorded latency
             start = time.time_ns()
             end = start + int(((generation.latency_s if generation else 0) or 0) * 1e9)
-        scores = {f"agility.score.{k}": v for k, v in row.items() if k not in _ROW_FIELDS and v is not None}
-        tracking.log_sample_trace(
+        scores = {f"agility.score.{name}": row[name] for name in metric_names if row.get(name) is not None}
+        trace_id = tracking.log_sample_trace(
             name=configuration.run_name,
             provider=configuration.model.provider,
             model_id=configuration.model.model_id,
@@ -334,12 +465,11 @@ def _log_traces(configuration: Configuration, result: EvaluationResult, prompt_u
             output_tokens=generation.output_tokens if generation else None,
             attributes={"agility.sample_id": outcome.sample_id, "agility.prompt": prompt_uri, "agility.cached": outcome.cached, **scores},
         )
+        if generation is not None:
+            assessments += [(trace_id, m.name, row[m.name], row[f"{m.name}_reasoning"], row[f"{m.name}_error"]) for m in judged]
     tracking.flush_traces()
-
-
-_ROW_FIELDS = frozenset(
-    {"sample_id", "output", "reference", "latency_s", "ttft_s", "provider_latency_s", "input_tokens", "output_tokens", "cost_usd", "finish_reason", "cached", "error"}
-)
+    if assessments:
+        tracking.log_judge_assessments(assessments, judged[0].judge.name if judged[0].judge else "judge")
 
 
 def _pricing(config: Config) -> dict[str, Any]:

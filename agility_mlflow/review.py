@@ -85,11 +85,11 @@ def import_review(run_id: str, path: str | Path, *, judge: str | None = "llm_jud
     if judge is not None and judge in table:
         paired = reviewed.merge(table[["sample_id", judge]], on="sample_id").dropna(subset=[judge])
         if len(paired) >= 3:
-            from scipy.stats import spearmanr
+            from agility_mlflow.scoring._calibration import JUDGE_SCALE, agreement
 
-            rho = spearmanr(paired[SCORE], paired[judge]).statistic
-            if not math.isnan(rho):
-                metrics["judge_human_spearman"] = float(rho)
+            # The judge's agreement with the reviewers (Spearman and Cohen's kappa), as calibration from the dataset gives it.
+            found = agreement(list(paired[judge]), list(paired[SCORE]), judge_scale=JUDGE_SCALE if judge == "llm_judge" else None)
+            metrics.update({k: v for k, v in found.items() if k != "judge_human_n"})
     tracking.log_run_data(run_id, {}, metrics)
     tracking.log_results_table(run_id, reviewed.to_dict("records"), artifact_file="human_review.json")
     tracking.log_human_assessments(run_id, {row["sample_id"]: (row[SCORE], row[REASONING]) for row in reviewed.to_dict("records")})

@@ -132,6 +132,20 @@ class Runner:
         self.progress = progress
         self.backoff_max_s = backoff_max_s
         self.stats = RunnerStats()
+        self._limiters: dict[int, AdaptiveLimiter] = {}
+        self._limiters_lock = threading.Lock()
+
+    def call(self, backend: Backend, params: Mapping[str, Any], request: Request) -> Outcome:
+        """One request, with the same retries and cache as :meth:`run`; safe to call from many threads.
+
+        Calls to one backend share one adaptive concurrency limit, so a judge called from Ragas's or
+        DeepEval's own loops still backs off when throttled. A :class:`ProviderError` is raised.
+        """
+        with self._limiters_lock:
+            limiter = self._limiters.get(id(backend))
+            if limiter is None:
+                limiter = self._limiters[id(backend)] = AdaptiveLimiter(min(self.settings.concurrency, backend.max_concurrency or self.settings.concurrency))
+        return self._one(backend, params, request, limiter, _Abort())
 
     def run(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import warnings
@@ -32,13 +33,48 @@ PROMPT = "agility.prompt"
 HOST = "agility.host"
 PID = "agility.pid"
 ERROR = "agility.error"
+REDACTED = "<redacted>"
 _PARAM_VALUE_LIMIT = 6000
+# Names whose values are credentials wherever they sit in a logged mapping: inline keys, and the HTTP
+# headers a gateway needs (``params.extra.extra_headers``), matched at the end of the name.
+_SECRET_NAME = re.compile(
+    r"(?:^|[-_])(?:api[-_]?key|authorization|token|secret|password|passwd|credentials?|cookie|"
+    r"subscription[-_]key|secret[-_]access[-_]key|private[-_]key)$",
+    re.IGNORECASE,
+)
+# Values that are credentials under any name: one bearer token or basic-auth pair, nothing else.
+_SECRET_VALUE = re.compile(r"\s*(?:bearer\s+\S+|basic\s+[A-Za-z0-9+/=]{8,})\s*", re.IGNORECASE)
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every credential in it replaced by ``<redacted>``; applied to whatever is logged from config.
+
+    Example:
+        >>> redact({"max_tokens": 16, "extra": {"extra_headers": {"X-Api-Key": "k1"}, "auth": "Bearer t0k"}, "api_key": None})
+        {'max_tokens': 16, 'extra': {'extra_headers': {'X-Api-Key': '<redacted>'}, 'auth': '<redacted>'}, 'api_key': None}
+    """
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _SECRET_NAME.search(str(k)) and v not in (None, "") else redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, str) and _SECRET_VALUE.fullmatch(value):
+        return REDACTED
+    return value
 
 
 def configure(tracking_uri: str | None, experiment: str) -> str:
     """Point MLflow at ``tracking_uri`` (if given) and return the id of ``experiment``, created if new."""
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and MlflowClient().get_experiment_by_name(experiment) is None:
+        # MLflow's default artifact root for a sqlite store is ./mlruns in whatever folder the command
+        # runs from: keep artifacts beside the database instead, where the next command finds them.
+        root = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+        try:
+            MlflowClient().create_experiment(experiment, artifact_location=root.as_uri())
+        except MlflowException:
+            pass  # created meanwhile by another process
     return mlflow.set_experiment(experiment).experiment_id
 
 
@@ -174,12 +210,12 @@ def _end(run_id: str, status: str, reason: str) -> None:
 
 
 def log_run_data(run_id: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
-    """Params and metrics in one batched request (each REST call to a server costs ~40 ms)."""
+    """Params (credentials redacted) and metrics in one batched request (each REST call to a server costs ~40 ms)."""
     now = int(time.time() * 1000)
     MlflowClient().log_batch(
         run_id,
         metrics=[Metric(name, float(value), now, 0) for name, value in metrics.items()],
-        params=[Param(name, _param_text(value)) for name, value in params.items()],
+        params=[Param(name, _param_text(value)) for name, value in redact(params).items()],
     )
 
 
@@ -205,7 +241,9 @@ def log_human_assessments(run_id: str, scores: Mapping[str, tuple[float, str]], 
     from mlflow.entities import AssessmentSource
 
     logged = 0
-    for trace in mlflow.search_traces(run_id=run_id, return_type="list"):
+    # The run's own experiment: by default MLflow searches the active one, which a fresh process does not have.
+    experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    for trace in mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list"):
         spans = trace.data.spans
         sample_id = str(spans[0].attributes.get("agility.sample_id")) if spans else None
         if sample_id in scores:
@@ -216,14 +254,27 @@ def log_human_assessments(run_id: str, scores: Mapping[str, tuple[float, str]], 
     return logged
 
 
+def log_judge_assessments(assessments: Sequence[tuple[str, str, float | None, str | None, str | None]], judge: str) -> None:
+    """LLM-judge feedback ``(trace_id, metric, value, reasoning, error)`` on sample traces, sourced to ``judge``.
+
+    The MLflow UI then shows each judged score with its reason (or the judge's error) on the trace.
+    """
+    from mlflow.entities import AssessmentError, AssessmentSource
+
+    source = AssessmentSource(source_type="LLM_JUDGE", source_id=judge)
+    for trace_id, name, value, reasoning, error in assessments:
+        failure = AssessmentError(error_code="JUDGE_ERROR", error_message=error[:1000]) if error else None
+        mlflow.log_feedback(trace_id=trace_id, name=name, value=value, rationale=reasoning or None, source=source, error=failure)
+
+
 def log_text(run_id: str, text: str, artifact_file: str) -> None:
     """A text artifact (a diff, an analysis)."""
     MlflowClient().log_text(run_id, text, artifact_file)
 
 
 def log_config(run_id: str, config: Mapping[str, Any]) -> None:
-    """The resolved config (secrets already removed by the caller) as ``config.yaml``."""
-    MlflowClient().log_dict(run_id, dict(config), "config.yaml")
+    """The resolved config as ``config.yaml``, credentials redacted (also those the caller's ``api_key`` rule misses)."""
+    MlflowClient().log_dict(run_id, redact(config), "config.yaml")
 
 
 def log_dataset(rows: Sequence[Mapping[str, Any]], source: str, name: str, digest: str) -> None:
@@ -286,6 +337,7 @@ def log_pyfunc_model(
     """A models-from-code pyfunc model logged to ``run_id`` (which must be the active run).
 
     Its signature takes one string column per name in ``input_columns`` and returns one string per row.
+    ``model_config`` is stored in the model's ``MLmodel`` file: credentials in it are redacted.
     """
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
@@ -297,7 +349,7 @@ def log_pyfunc_model(
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=str(code),
-            model_config=dict(model_config),
+            model_config=redact(model_config),
             code_paths=[str(p) for p in code_paths],
             signature=signature,
             pip_requirements=[f"mlflow=={mlflow.__version__}", "llama-cpp-python", "openai", "boto3", "pydantic", "tenacity"],

@@ -75,6 +75,8 @@ class Backend(abc.ABC):
         """Answer ``messages`` with inference ``params`` (temperature, top_p, max_tokens, stop, ...).
 
         ``sample`` is the dataset row the messages were rendered from; only replaying backends read it.
+        ``params["response_schema"]`` (a JSON schema, set by judges) asks for a JSON reply; backends
+        that can constrain the output to it (llama.cpp grammars, OpenAI structured outputs) do.
         """
 
     def cache_identity(self) -> Mapping[str, Any]:

@@ -82,17 +82,20 @@ def no_weight_repacking() -> Iterator[None]:
         low.llama_model_default_params = default_params
 
 
-def _shared_model(path: Path) -> tuple[Any, threading.Lock]:
-    key = str(path)
+def _shared_model(path: Path, *, embedding: bool = False) -> tuple[Any, threading.Lock]:
+    """One llama.cpp model per file (and mode) in the process, with the lock that serializes its calls."""
+    key = str(path) + ("#embedding" if embedding else "")
     with _INSTANCES_LOCK:
         if key not in _INSTANCES:
             try:
+                import llama_cpp
                 from llama_cpp import Llama
             except ImportError:
                 raise AgilityError("the local backend needs llama-cpp-python: run `pip install llama-cpp-python`") from None
             threads = int(os.environ.get("AGILITY_LOCAL_THREADS", "1"))
             with no_weight_repacking():
-                llm = Llama(model_path=key, n_ctx=int(os.environ.get("AGILITY_LOCAL_CTX", "2048")), n_threads=threads, verbose=False)
+                extra: dict[str, Any] = {"embedding": True, "pooling_type": llama_cpp.LLAMA_POOLING_TYPE_MEAN} if embedding else {}
+                llm = Llama(model_path=str(path), n_ctx=int(os.environ.get("AGILITY_LOCAL_CTX", "4096")), n_threads=threads, verbose=False, **extra)
             _INSTANCES[key] = (llm, threading.Lock())
             if len(_INSTANCES) == 1:
                 atexit.register(_close_all)
@@ -127,6 +130,13 @@ def _prompt_token_counter(llm: Any) -> Any:
     return count
 
 
+def embed(model_id: str, text: str) -> list[float]:
+    """The normalized mean-pooled embedding of ``text`` by a local model (for similarity metrics)."""
+    llm, lock = _shared_model(model_path(model_id), embedding=True)
+    with lock:
+        return list(llm.embed(text or " ", normalize=True))
+
+
 class LocalBackend(Backend):
     """llama-cpp-python on a local GGUF model; streams to measure time to first token."""
 
@@ -157,6 +167,9 @@ class LocalBackend(Backend):
         }
         if params.get("seed") is not None:
             kwargs["seed"] = params["seed"]
+        if params.get("response_schema"):
+            # llama.cpp turns the schema into a grammar: even a tiny model then replies with valid JSON.
+            kwargs["response_format"] = {"type": "json_object", "schema": params["response_schema"]}
         with lock:
             start = time.perf_counter()
             first: float | None = None

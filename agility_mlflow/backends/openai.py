@@ -69,6 +69,9 @@ class OpenAIBackend(Backend):
             request["stop"] = list(params["stop"])
         if params.get("seed") is not None:
             request["seed"] = params["seed"]
+        if params.get("response_schema"):
+            schema = {"name": "reply", "schema": params["response_schema"]}
+            request.setdefault("response_format", {"type": "json_schema", "json_schema": schema})
         try:
             return self._stream(request) if self.stream else self._complete(request)
         except openai.RateLimitError as exc:

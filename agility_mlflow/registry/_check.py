@@ -234,6 +234,7 @@ def _check_config(version: Any, model_config: Mapping[str, Any], dataset: Path, 
             "candidates": [{"name": version.name, **model}],
             "metrics": metrics,
             "pricing": model_config.get("pricing") or {},
+            "judge": json.loads(version.tags["agility.judge"]) if "agility.judge" in version.tags else None,
             "run": {"cache": cache},
             "path": dataset.parent / "agility-check.yaml",
         })
@@ -246,25 +247,26 @@ def _evaluate_and_judge(
 ) -> CheckResult:
     from agility_mlflow import tracking
     from agility_mlflow.cache import ResponseCache
-    from agility_mlflow.evaluation import create_backends, evaluate, log_evaluation, prepare
+    from agility_mlflow.evaluation import create_backends, create_judge, evaluate, log_evaluation, prepare
     from agility_mlflow.runner import Runner
 
     project = prepare(config, with_source=False)
     (configuration,) = project.configurations
     backends = create_backends(project)
+    runner = Runner(config.run, ResponseCache(), progress=False)
+    scorer = create_judge(project, runner)  # the judge registered with the model, for its judged metrics
     experiment_id = tracking.configure(None, config.experiment)
     # Tagged a check from the start: `agility compare` must never decide it, even if it dies half-way.
     tags = {tracking.ROLE: "check", tracking.CANDIDATE: version.name, CHECK_MODEL: model_uri, "agility.check_version": str(version.version)}
     try:
         with tracking.evaluation_run(experiment_id, f"check/{version.name}/v{version.version}", tags, prompt_uri=prompt_uri) as run_id:
-            runner = Runner(config.run, ResponseCache(), progress=False)
             pricing = {model_id: price.model_dump() for model_id, price in config.pricing.items()}
             result = evaluate(configuration, backends[configuration.name], project.dataset, project.metrics, runner, pricing)
             log_evaluation(project, configuration, result, run_id, prompt_uri)
             passed, reasons = judge(result.rows, result.metrics, minimums=minimums, registered=registered)
             tracking.set_tags(run_id, {CHECK: "pass" if passed else "fail", CHECK_REASONS: "; ".join(reasons)[:5000]})
     finally:
-        for backend in backends.values():
+        for backend in [*backends.values(), *([scorer.backend] if scorer else [])]:
             backend.close()
     return CheckResult(passed, run_id, result.metrics, reasons)
 

@@ -109,6 +109,8 @@ def register(
         "agility.confidence": repr(decision.confidence),
         "agility.max_error_rate": repr(decision.max_error_rate),
         **{f"agility.score.{m}": repr(run.data.metrics[m]) for m in metric_names},
+        # The judge scored the judged metrics: `agility check` must ask the same one (never its key).
+        **({"agility.judge": json.dumps(_judge_config(cfg))} if cfg.judge is not None else {}),
         **{f"agility.verdict.{k}": v[:5000] for k, v in verdict.items()},
     }
     description = (
@@ -146,6 +148,16 @@ def _verdict(client: Any, experiment_id: str, cfg: Config, run_id: str | None) -
                 verdict = {"outcome": str(entry.get("outcome", "")), "reasons": "; ".join(entry.get("reasons", [])),
                            "comparison_run": comparison.info.run_id}
     return run_id, verdict
+
+
+def _judge_config(cfg: Config) -> dict[str, Any]:
+    """The judge section as ``agility check`` needs it: no key, the style guide as text rather than a path."""
+    from agility_mlflow.evaluation import judge_style_guide
+
+    judge = cfg.public_dict()["judge"]
+    judge.pop("api_key", None)
+    judge["style_guide"] = judge_style_guide(cfg)
+    return judge
 
 
 def _artifact_json(client: Any, run_id: str, path: str) -> Any:

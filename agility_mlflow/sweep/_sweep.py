@@ -21,10 +21,12 @@ from agility_mlflow.evaluation import (
     EvaluationResult,
     Project,
     aggregate,
+    create_judge,
     evaluate,
     log_evaluation,
     prepare,
     score_samples,
+    warn_same_family,
 )
 from agility_mlflow.pricing import lookup_price
 from agility_mlflow.prompts import Template
@@ -111,6 +113,8 @@ def run_sweep(
         logger.warning("run %s was left RUNNING by a process that died: marked FAILED", run_id)
     templates = _templates(project, sweep)
     runner = runner or Runner(cfg.run, ResponseCache(), progress=progress)
+    judge = create_judge(project, runner)
+    warn_same_family(project)
 
     study_name = study_name or sweep.study or f"{cfg.experiment}-sweep"
     storage_url = storage or sweep.storage or _study.default_storage(uri or _current_tracking_uri())
@@ -156,6 +160,8 @@ def run_sweep(
     finally:
         for backend in plan.backends.values():
             backend.close()
+        if judge is not None:
+            judge.backend.close()
     best = _report.summarize(study, objective, parent_run_id)
     return SweepResult(study_name, storage_url, parent_run_id, len(study.trials), best, stopped_by_budget)
 
@@ -254,6 +260,8 @@ def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequenc
         result, pruned_at = _evaluate_in_slices(plan, configuration, backend, trial)
         log_evaluation(plan.project, configuration, result, run_id, prompt_uri)
         spent = sum(row["cost_usd"] or 0.0 for row in result.rows if not row["cached"])
+        # The judge's cost counts against the budget too (all of it: a cached verdict is counted as if paid).
+        spent += sum(row.get("judge_cost_usd") or 0.0 for row in result.rows)
         trial.set_user_attr(_study.SPENT_ATTR, spent)
         if pruned_at is not None:
             raise PrunedTrial(f"pruned after slice {pruned_at + 1} of {plan.sweep.slices}")

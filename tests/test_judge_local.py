@@ -1,0 +1,56 @@
+"""Ragas, DeepEval and the custom judge, scored for real by the local SmolLM2 model as judge.
+
+A 135M model is a weak judge, so the test holds it to what must be true of any judge: every
+sample gets a score in the metric's range or a recorded error (never a silent 0), reasons are
+kept, the judge's calls and tokens are counted and cost nothing, and nothing is written into the
+working directory (no ``.deepeval/``, no ``.env`` read).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.helpers import GOLDEN_ROWS, run_cli, write_project
+
+METRICS = ["token_f1", "llm_judge", "answer_correctness", "context_recall", "geval_figure", "deepeval_answer_relevancy", "ragas_rouge"]
+
+
+def test_local_judge_scores_ragas_deepeval_and_llm_judge(tmp_path: Path) -> None:
+    judge = {"provider": "local", "geval": {"figure": "The actual output states the same figure as the expected output."}}
+    config = write_project(tmp_path, rows=GOLDEN_ROWS[:2], experiment="local-judge", metrics=METRICS, judge=judge)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    (workdir / ".env").write_text("OPENAI_API_KEY=sk-from-dotenv-must-not-be-read\n")
+    result = run_cli("run", str(config), cwd=workdir, env={"OPENAI_API_KEY": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in workdir.iterdir()) == [".env"]  # no .deepeval/, no ragas cache, nothing else
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("local-judge").experiment_id])
+    metrics = run.data.metrics
+    assert run.info.status == "FINISHED"
+    assert metrics["judge_calls"] >= 2 * 5 and metrics["judge_input_tokens_total"] > 0 and metrics["judge_output_tokens_total"] > 0
+    assert metrics["judge_cost_usd_total"] == 0.0  # the local model has no API charge
+    assert run.data.params["judge_model_id"] == "smollm2-135m-instruct"
+
+    path = client.download_artifacts(run.info.run_id, "eval_results.json", tempfile.mkdtemp())
+    table = json.loads(Path(path).read_text())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert len(rows) == 2
+    for name, (low, high) in {"llm_judge": (1, 10), "answer_correctness": (0, 1), "context_recall": (0, 1),
+                              "geval_figure": (0, 1), "deepeval_answer_relevancy": (0, 1)}.items():
+        scored = [row[name] for row in rows if row[name] is not None]
+        for row in rows:  # a score in range, or the reason there is none
+            assert (row[name] is not None and low <= row[name] <= high) or row[f"{name}_error"], (name, row)
+        if scored:
+            assert metrics[name] == pytest.approx(sum(scored) / len(scored), rel=1e-8)
+        assert metrics[f"{name}_n_errors"] == len(rows) - len(scored)
+    # The custom judge's grammar-constrained JSON always parses: every sample has a verdict and its reasoning.
+    assert all(row["llm_judge"] is not None and row["llm_judge_reasoning"] for row in rows), [(r["llm_judge"], r["llm_judge_error"]) for r in rows]
+    assert all(0 <= row["ragas_rouge"] <= 1 for row in rows)  # Ragas's string metric needs no judge
+    assert all(row["judge_calls"] >= 5 for row in rows)
