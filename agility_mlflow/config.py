@@ -272,6 +272,42 @@ class DecisionConfig(_Strict):
         return value
 
 
+class StepConfig(_Strict):
+    """One LLM call of a multi-step application (``steps:``); its output is a variable of later steps.
+
+    A step replays recorded outputs (``replay: COLUMN``), calls a fixed model (``model:``), or, with
+    neither, is the step being migrated: each candidate (and the source) answers it.
+    """
+
+    name: str
+    prompt: str
+    """A config prompt name; it may use dataset columns and earlier steps' outputs."""
+    output: str | None = None
+    """The variable later steps read this step's output as (default: the step's name)."""
+    replay: str | None = None
+    """Dataset column holding this step's recorded outputs: no call is made."""
+    replay_latency: str | None = None
+    """Dataset column with the recorded latency (seconds) of a replayed step."""
+    replay_input_tokens: str | None = None
+    replay_output_tokens: str | None = None
+    model: ModelConfig | None = None
+    """A fixed model for this step, the same for every candidate."""
+
+    @model_validator(mode="after")
+    def _one_way(self) -> StepConfig:
+        if self.replay and self.model:
+            raise ValueError(f"step '{self.name}': use replay or model, not both")
+        return self
+
+    @property
+    def variable(self) -> str:
+        return self.output or self.name
+
+    @property
+    def migrated(self) -> bool:
+        return not self.replay and self.model is None
+
+
 # Which automated metrics fit which use case (the AWS method's table): string metrics always, judged
 # ones when the config has a judge. See the README, "Metric presets".
 METRIC_PRESETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -317,6 +353,8 @@ class Config(_Strict):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     judge: JudgeConfig | None = None
     """The judge model; metrics that need one (``llm_judge``, Ragas, DeepEval) fail fast without it."""
+    steps: list[StepConfig] | None = None
+    """A multi-step application: the calls in order; the last step's output is the answer scored."""
 
     path: Path = Field(Path("agility.yaml"), exclude=True)
     """Where the config was read from; relative paths resolve against its folder."""
@@ -350,6 +388,14 @@ class Config(_Strict):
                     raise ValueError(f"key 'candidates[{i}].prompts': unknown prompt '{name}' (known: {', '.join(prompt_names)})")
         if self.source and self.source.prompt and self.source.prompt not in prompt_names:
             raise ValueError(f"key 'source.prompt': unknown prompt '{self.source.prompt}'")
+        if self.steps:
+            _unique("steps", [step.name for step in self.steps])
+            for i, step in enumerate(self.steps):
+                if step.prompt not in prompt_names:
+                    raise ValueError(f"key 'steps[{i}].prompt': unknown prompt '{step.prompt}' (known: {', '.join(prompt_names)})")
+            migrated = [step.name for step in self.steps if step.migrated]
+            if len(migrated) != 1:
+                raise ValueError(f"key 'steps': exactly one step must be left to the candidates (no replay:, no model:); found {len(migrated)}")
         if self.sweep:
             for name in self.sweep.prompts or []:
                 if name not in prompt_names and not name.startswith("prompts:/"):
@@ -375,6 +421,11 @@ class Config(_Strict):
         if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             return "sqlite:///" + str(self.resolve(uri[len("sqlite:///") :]))
         return uri
+
+    @property
+    def migrated_step(self) -> StepConfig | None:
+        """The step the candidates answer, when the application has ``steps:``."""
+        return next((step for step in self.steps or [] if step.migrated), None)
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config with secrets removed: safe to log as an artifact."""

@@ -23,6 +23,7 @@ from agility_mlflow.cache import ResponseCache
 from agility_mlflow.config import Config, ModelConfig, SourceConfig, load_config
 from agility_mlflow.dataset import GROUND_TRUTH, SOURCE_ANSWER, GoldenDataset, load_dataset, references
 from agility_mlflow.errors import AgilityError, InputError
+from agility_mlflow.pipeline import PlannedStep, run_steps, step_metrics, step_names
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.prompts import Template, load_template
 from agility_mlflow.runner import Outcome, Request, Runner
@@ -44,6 +45,8 @@ class Configuration:
     name: str
     model: ModelConfig
     template: Template
+    steps: tuple[PlannedStep, ...] = ()
+    """A multi-step application's steps; ``template`` is then the migrated step's prompt."""
 
     @property
     def run_name(self) -> str:
@@ -104,9 +107,15 @@ def prepare(
     dataset = load_dataset(config.resolve(config.dataset.path), config.dataset.columns).head(limit)
     registry = tracking_uri or config.resolved_tracking_uri()
     templates = {p.name: load_template(p.name, p.template, p.system, config.base_dir, registry) for p in config.prompts}
+    step_outputs = {step.prompt: _earlier_outputs(config, step.name) for step in config.steps or []}
     for template in templates.values():
-        template.check_columns(dataset.columns, dataset.path.name)
-        dataset.require(sorted(template.variables), f"prompt '{template.name}'")
+        earlier = step_outputs.get(template.name, set())
+        template.check_columns(set(dataset.columns) | earlier, dataset.path.name)
+        dataset.require(sorted(template.variables - earlier), f"prompt '{template.name}'")
+    for step in config.steps or []:
+        if step.replay:
+            dataset.require([step.replay], f"the replayed step '{step.name}'")
+            _require_numbers(dataset, [step.replay_latency, step.replay_input_tokens, step.replay_output_tokens], step.name)
     metrics = [get_metric(name) for name in config.metrics]
     for metric in metrics:
         if metric.needs_reference:
@@ -118,6 +127,36 @@ def prepare(
         if configuration.model.provider == "replay":
             dataset.require([SOURCE_ANSWER], f"the replayed model '{configuration.name}'")
     return Project(config, dataset, templates, metrics, configurations)
+
+
+def _earlier_outputs(config: Config, step_name: str) -> set[str]:
+    """The variables the steps before ``step_name`` produce."""
+    names = [step.name for step in config.steps or []]
+    return {step.variable for step in (config.steps or [])[: names.index(step_name)]}
+
+
+def _require_numbers(dataset: GoldenDataset, columns: Sequence[str | None], step: str) -> None:
+    """A replayed step's recorded latency and tokens must be numbers (or empty) in every row."""
+    for column in [c for c in columns if c]:
+        dataset.require([column], f"the replayed step '{step}'")
+        for i, row in enumerate(dataset.rows, start=1):
+            try:
+                float(row[column])
+            except (TypeError, ValueError):
+                raise InputError(f"{dataset.path.name}: row {i}, column '{column}': {row[column]!r} is not a number (needed by the replayed step '{step}')") from None
+
+
+def _planned_steps(config: Config, templates: dict[str, Template]) -> tuple[PlannedStep, ...]:
+    from agility_mlflow.backends.replay import ReplayColumns
+
+    planned = []
+    for step in config.steps or []:
+        replay = None
+        if step.replay:
+            replay = ReplayColumns(step.replay, step.replay_latency, None, step.replay_input_tokens, step.replay_output_tokens)
+        price = lookup_price(step.model.provider, step.model.model_id, _pricing(config)) if step.model else None
+        planned.append(PlannedStep(step.name, step.variable, templates[step.prompt], replay, step.model, price))
+    return tuple(planned)
 
 
 def _check_judged(config: Config, dataset: GoldenDataset, metric: JudgedMetric) -> None:
@@ -202,14 +241,18 @@ def _plan(
     if source is None and with_source and SOURCE_ANSWER in dataset.columns:
         source = SourceConfig(model_id="source-llm")
     plan = []
+    steps = _planned_steps(config, templates)
+    migrated = config.migrated_step
+    # With steps, a run's prompt is the migrated step's; other prompts belong to other steps, not variants.
+    default_prompts = [migrated.prompt] if migrated else list(templates)
     if source is not None:
-        prompt = source.prompt or config.prompts[0].name
-        plan.append(Configuration("source", "source", source, templates[prompt]))
+        prompt = source.prompt or default_prompts[0]
+        plan.append(Configuration("source", "source", source, templates[prompt], steps))
     for candidate in config.candidates:
         if only and candidate.name not in only:
             continue
-        for prompt in candidate.prompts or list(templates):
-            plan.append(Configuration("candidate", candidate.name, candidate, templates[prompt]))
+        for prompt in candidate.prompts or default_prompts:
+            plan.append(Configuration("candidate", candidate.name, candidate, templates[prompt], steps))
     return plan
 
 
@@ -254,9 +297,15 @@ def score_samples(
     String metrics score each answer directly; judged metrics then ask their judge, sample by
     sample in parallel, and add their reasoning, error and the judge's usage to the rows.
     """
-    requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
-    outcomes = runner.run(backend, configuration.model.params.as_dict(), requests, description=configuration.run_name)
-    rows = [_score(outcome, metrics, price) for outcome in outcomes]
+    params = configuration.model.params.as_dict()
+    if configuration.steps:
+        outcomes, step_columns = run_steps(configuration.steps, backend, params, samples, runner, price, settings=runner.settings,
+                                           template=configuration.template, description=configuration.run_name)
+        rows = [{**_score(outcome, metrics, price), **columns} for outcome, columns in zip(outcomes, step_columns)]
+    else:
+        requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
+        outcomes = runner.run(backend, params, requests, description=configuration.run_name)
+        rows = [_score(outcome, metrics, price) for outcome in outcomes]
     judged = [m for m in metrics if isinstance(m, JudgedMetric)]
     if judged:
         inputs = [judge_input(outcome) if outcome.generation is not None else None for outcome in outcomes]
@@ -285,6 +334,7 @@ def aggregate(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], metri
         if value is not None:
             result[metric.name] = value
     result.update(judge_metrics(rows, [m for m in metrics if isinstance(m, JudgedMetric)]))
+    result.update(step_metrics(rows, step_names(rows)))
     return result
 
 

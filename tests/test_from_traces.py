@@ -69,3 +69,30 @@ def test_an_empty_window_writes_nothing_and_says_so(tmp_path: Path) -> None:
     bad = run_cli("dataset-from-traces", "support-bot", "--output", str(output), "--since", "last week")
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: --since 'last week': not an ISO date or time (e.g. 2026-11-18 or 2026-11-18T09:00)"
+
+
+def test_agility_check_runs_on_last_weeks_traffic(tmp_path: Path) -> None:
+    from agility_mlflow.evaluation import run_project
+    from tests.helpers import write_project
+
+    trace_ids = _traffic()
+    mlflow.log_expectation(trace_id=trace_ids[1], name="expected_response", value="12.5%")  # an SME labelled both
+    golden = tmp_path / "traffic.jsonl"
+    assert run_cli("dataset-from-traces", "support-bot", "--output", str(golden), "--since", "2026-01-01").returncode == 0
+
+    smol = {"name": "smol", "provider": "local", "model_id": "smollm2-135m-instruct", "params": {"max_tokens": 16}}
+    config = write_project(tmp_path / "project", candidates=[smol], metrics=["token_f1"], decision={"min_samples": 2})
+    runs = {s.name: s.run_id for s in run_project(config, progress=False)}
+    assert run_cli("register", str(config), "--name", "app.bot", "--run-id", runs["smol"]).returncode == 0
+
+    result = run_cli("check", "--model", "models:/app.bot@champion", "--dataset", str(golden), "--min", "token_f1=0")
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("token_f1 ") and lines[0].endswith(">= 0")
+    # The traffic's samples are trace ids, none of them in the registered run: held to its mean, not paired.
+    assert "on 2 new samples against the registered mean" in lines[1]
+    client = MlflowClient()
+    check_run = client.get_run(lines[-1].rsplit("check run ", 1)[1].rstrip(")"))
+    assert check_run.data.tags["agility.role"] == "check" and check_run.data.metrics["n_samples"] == 2
+    table = json.loads(Path(client.download_artifacts(check_run.info.run_id, "eval_results.json", str(tmp_path))).read_text())
+    assert sorted(row[0] for row in table["data"]) == sorted(trace_ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from agility_mlflow.backends._base import Backend, Generation, Message
@@ -21,6 +22,10 @@ class ReplayBackend(Backend):
     provider = "replay"
     cacheable = False
 
+    def __init__(self, model_id: str, columns: ReplayColumns | None = None) -> None:
+        super().__init__(model_id)
+        self.columns = columns or ReplayColumns()
+
     def generate(
         self,
         messages: Sequence[Message],
@@ -28,13 +33,29 @@ class ReplayBackend(Backend):
         *,
         sample: Mapping[str, Any] | None = None,
     ) -> Generation:
-        if sample is None or sample.get("answer_source_llm") is None:
-            raise ProviderError("replay needs the dataset column 'answer_source_llm'")
+        c = self.columns
+        if sample is None or sample.get(c.output) is None:
+            raise ProviderError(f"replay needs a value in the dataset column '{c.output}'")
+        def number(column: str | None, kind: type) -> Any:
+            value = sample.get(column) if column else None
+            return None if value is None or value == "" else kind(float(value))  # a text column read from CSV
+
         return Generation(
-            text=str(sample["answer_source_llm"]),
-            latency_s=sample.get("latency_source_llm"),
-            ttft_s=sample.get("ttft_source_llm"),
-            input_tokens=sample.get("input_token_source_llm"),
-            output_tokens=sample.get("output_token_source_llm"),
+            text=str(sample[c.output]),
+            latency_s=number(c.latency, float),
+            ttft_s=number(c.ttft, float),
+            input_tokens=number(c.input_tokens, int),
+            output_tokens=number(c.output_tokens, int),
             finish_reason="recorded",
         )
+
+
+@dataclass(frozen=True)
+class ReplayColumns:
+    """Where a replayed model's outputs, latency and tokens are recorded (default: the source model's columns)."""
+
+    output: str = "answer_source_llm"
+    latency: str | None = "latency_source_llm"
+    ttft: str | None = "ttft_source_llm"
+    input_tokens: str | None = "input_token_source_llm"
+    output_tokens: str | None = "output_token_source_llm"
