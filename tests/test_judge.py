@@ -147,3 +147,26 @@ def test_a_judged_metric_without_its_judge_fails_before_any_call(tmp_path: Path,
     result = run_cli("run", str(write_project(tmp_path, **overrides)))
     line = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and line.startswith("error: ") and line.endswith(message.removeprefix("error: ")), line
+
+
+def test_a_bedrock_judge_is_configuration_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claude on Bedrock judges through boto3's Converse API (the Bedrock-protocol server here); its chatty reply is parsed."""
+    from tests.bedrock_server import start_bedrock_server
+
+    for name in ("AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTINGONLY0000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-not-real")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    verdict = 'Here is my verdict:\n```json\n{"reasoning": "Right figure.", "score": 8}\n```'
+    with start_bedrock_server(responder=lambda model_id, request: verdict) as server:
+        judge = {"provider": "bedrock", "model_id": "us.anthropic.claude-3-5-haiku-20241022-v1:0"}
+        config = write_project(tmp_path, experiment="bedrock-judge", metrics=["llm_judge"], judge=judge)
+        result = run_cli("run", str(config), env={"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": server.url})
+        judged = [r for r in server.requests if r.operation.startswith("converse")]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(judged) == 3 and {r.model_id for r in judged} == {judge["model_id"]}
+    assert "impartial judge" in judged[0].body["system"][0]["text"]
+    run = _run("bedrock-judge", "source")
+    assert run.data.metrics["llm_judge"] == 8.0 and run.data.metrics["judge_calls"] == 3
+    assert run.data.metrics["judge_cost_usd_total"] > 0  # Claude 3.5 Haiku's price is known offline
