@@ -54,6 +54,8 @@ def _setup_logging(verbose: bool) -> None:
     package_logger.propagate = False
     # Traces are flushed before each run ends; MLflow's exit-time notice about its queue is noise.
     logging.getLogger("mlflow.tracing.export.async_export_queue").setLevel(logging.WARNING)
+    # A fresh sqlite store announces its tables on stderr; a bad --model must still be one line there.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 @click.group()

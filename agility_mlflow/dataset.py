@@ -17,15 +17,19 @@ Example:
 from __future__ import annotations
 
 import ast
+import codecs
 import csv
 import hashlib
 import io
+import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from agility_mlflow.errors import InputError
 
@@ -44,27 +48,66 @@ GOLDEN_COLUMNS = frozenset(
     {SAMPLE_ID, "question", "context", GROUND_TRUTH, SOURCE_ANSWER, "human_score_reasoning_source_llm", *NUMERIC_COLUMNS}
 )
 _MISSING_TEXT = {"", "nan", "null", "none"}
+_CHUNK_BYTES = 1 << 20
+_PARQUET_BATCH_ROWS = 4096
+# Bytes that are not UTF-8, as Python's surrogateescape error handler decodes them.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
-@dataclass
 class GoldenDataset:
     """Validated rows keyed by the golden column names.
 
     Text cells are ``str`` or ``None`` (missing); the numeric source columns are ``int``/``float``
-    or ``None``.
+    or ``None``. :func:`load_dataset` validates the whole file in one streamed pass and keeps no
+    rows; they are read again when first used, and :meth:`head` reads only the rows it keeps, so
+    ``--limit 5`` on a 100k-row file never holds more than 5 rows.
+
+    Args:
+        path: The file.
+        rows: The rows, or None to read them from ``path`` on first use.
+        columns: Golden column names, in file order.
+        digest: Content digest of the file and the renames.
+        renames: ``{golden_name: file_column}``.
+        limit: With ``rows=None``: read at most this many rows.
     """
 
-    path: Path
-    rows: list[dict[str, Any]]
-    columns: list[str]
-    digest: str
-    renames: dict[str, str] = field(default_factory=dict)
+    def __init__(
+        self,
+        path: Path,
+        rows: list[dict[str, Any]] | None,
+        columns: list[str],
+        digest: str,
+        renames: Mapping[str, str] | None = None,
+        *,
+        limit: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.digest = digest
+        self.renames = dict(renames or {})
+        self._rows = rows
+        self._limit = limit
+        self._lock = threading.Lock()  # sweep workers may ask for the rows at once
+
+    def __repr__(self) -> str:
+        return f"GoldenDataset(path={str(self.path)!r}, columns={self.columns!r}, digest={self.digest!r})"
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows, read (and validated again) from the file on first use."""
+        with self._lock:
+            if self._rows is None:
+                self._rows = list(itertools.islice(_validated_rows(self.path, self.renames), self._limit))
+            return self._rows
 
     def head(self, n: int | None) -> GoldenDataset:
-        """The first ``n`` rows (all when ``n`` is None)."""
+        """The first ``n`` rows (all when ``n`` is None); reads only those when the rows are not loaded yet."""
         if n is None:
             return self
-        return GoldenDataset(self.path, self.rows[:n], self.columns, self.digest, self.renames)
+        if self._rows is not None:
+            return GoldenDataset(self.path, self._rows[:n], self.columns, self.digest, self.renames)
+        limit = n if self._limit is None else min(n, self._limit)
+        return GoldenDataset(self.path, None, self.columns, self.digest, self.renames, limit=limit)
 
     def require(self, columns: Iterable[str], why: str) -> None:
         """Fail unless every row has a value in each of ``columns``; ``why`` says who needs them."""
@@ -108,32 +151,37 @@ def references(row: Mapping[str, Any]) -> list[str]:
 def load_dataset(path: str | Path, columns: Mapping[str, str] | None = None) -> GoldenDataset:
     """Load a ``.csv``, ``.jsonl`` or ``.parquet`` golden dataset and validate its ids and numbers.
 
+    Validation streams over the file (CSV and JSONL a record at a time, parquet in batches), so a
+    bad row deep in a large file is reported with its row number while memory stays bounded: only
+    the sample ids are kept, to find duplicates. The rows are read when first used (see
+    :class:`GoldenDataset`).
+
     Args:
         path: The file.
         columns: Renames ``{golden_name: file_column}``, e.g. ``{"sample_id": "financebench_id"}``.
     """
     path = Path(path)
     renames = dict(columns or {})
-    raw = _read_bytes(path)
-    records = _parse(path, raw)
-    if not records:
-        raise InputError(f"{path.name}: the dataset has no rows")
-    file_columns = list(records[0].keys())
-    for golden, source in renames.items():
-        if source not in file_columns:
-            raise InputError(f"{path.name}: missing column '{source}' (mapped to '{golden}' by dataset.columns)")
-    to_golden = {source: golden for golden, source in renames.items()}
-    golden_columns = [to_golden.get(c, c) for c in file_columns]
-    if SAMPLE_ID not in golden_columns:
-        hint = " (map another column with dataset.columns: {sample_id: YOUR_ID_COLUMN})"
-        raise InputError(f"{path.name}: missing column 'sample_id'{hint}")
+    digest = _digest(path, renames)
+    rows = _validated_rows(path, renames)
+    first = next(rows)
+    for _ in rows:  # every row is checked; none is kept
+        pass
+    return GoldenDataset(path, None, list(first), digest, renames)
 
-    rows: list[dict[str, Any]] = []
+
+def _validated_rows(path: Path, renames: Mapping[str, str]) -> Iterator[dict[str, Any]]:
+    """The file's rows under golden column names, each checked as it is read (ids, numbers)."""
+    records = _records(path)
+    first = next(records, None)
+    if first is None:
+        raise InputError(f"{path.name}: the dataset has no rows")
+    to_golden = _golden_names(path, list(first), renames)
+    id_column = renames.get(SAMPLE_ID, SAMPLE_ID)
     seen: dict[str, int] = {}
-    for i, record in enumerate(records, start=1):
+    for i, record in enumerate(itertools.chain([first], records), start=1):
         row = {to_golden.get(k, k): _clean(v) for k, v in record.items()}
         sample_id = row[SAMPLE_ID]
-        id_column = renames.get(SAMPLE_ID, SAMPLE_ID)
         if sample_id is None:
             raise InputError(f"{path.name}, row {i}, column '{id_column}': missing sample id")
         sample_id = row[SAMPLE_ID] = _id_text(sample_id)
@@ -145,56 +193,90 @@ def load_dataset(path: str | Path, columns: Mapping[str, str] | None = None) -> 
         for column, kind in NUMERIC_COLUMNS.items():
             if column in row:
                 row[column] = _number(row[column], kind, f"{path.name}, row {i}, column '{renames.get(column, column)}'")
-        rows.append(row)
-    digest = hashlib.sha256(raw + json.dumps(renames, sort_keys=True).encode()).hexdigest()[:16]
-    return GoldenDataset(path, rows, golden_columns, digest, renames)
+        yield row
 
 
-def _read_bytes(path: Path) -> bytes:
+def _golden_names(path: Path, file_columns: list[str], renames: Mapping[str, str]) -> dict[str, str]:
+    """``{file_column: golden_name}`` after checking that every rename and ``sample_id`` has a column."""
+    for golden, source in renames.items():
+        if source not in file_columns:
+            raise InputError(f"{path.name}: missing column '{source}' (mapped to '{golden}' by dataset.columns)")
+    to_golden = {source: golden for golden, source in renames.items()}
+    if SAMPLE_ID not in [to_golden.get(c, c) for c in file_columns]:
+        hint = " (map another column with dataset.columns: {sample_id: YOUR_ID_COLUMN})"
+        raise InputError(f"{path.name}: missing column 'sample_id'{hint}")
+    return to_golden
+
+
+@contextmanager
+def _open(path: Path) -> Iterator[BinaryIO]:
     try:
-        return path.read_bytes()
+        handle = path.open("rb")
     except FileNotFoundError:
         raise InputError(f"{path}: dataset file not found") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read dataset ({exc.strerror})") from None
+    with handle:
+        yield handle
 
 
-def _parse(path: Path, raw: bytes) -> list[dict[str, Any]]:
+def _digest(path: Path, renames: Mapping[str, str]) -> str:
+    """SHA-256 of the file's bytes (read in chunks) and the renames, shortened."""
+    digest = hashlib.sha256()
+    with _open(path) as handle:
+        while chunk := handle.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    digest.update(json.dumps(dict(renames), sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _parse_csv(path, raw)
+        return _csv_records(path)
     if suffix == ".jsonl":
-        return _parse_jsonl(path, raw)
+        return _jsonl_records(path)
     if suffix == ".parquet":
-        return _parse_parquet(path, raw)
+        return _parquet_records(path)
     raise InputError(f"{path.name}: unsupported dataset format '{suffix}' (expected .csv, .jsonl or .parquet)")
 
 
-def _parse_csv(path: Path, raw: bytes) -> list[dict[str, Any]]:
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(_locate_bad_bytes(path, raw, exc.start)) from None
-    if not text.strip():
-        raise InputError(f"{path.name}: the dataset is empty")
+def _csv_records(path: Path) -> Iterator[dict[str, Any]]:
+    """One dict per CSV record, streamed.
+
+    Bytes that are not UTF-8 are decoded as lone surrogates (``surrogateescape``) so the record
+    holding them, and its column, can be named exactly; then the file is scanned for their offset.
+    """
     csv.field_size_limit(1 << 30)  # a long context cell is data, not an attack
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-        _check_header(path, header)
-        records = []
-        for i, values in enumerate(reader, start=1):
-            if not values:
-                continue
-            if len(values) != len(header):
-                raise InputError(f"{path.name}, row {i}: {len(values)} fields where the header has {len(header)}")
-            records.append(dict(zip(header, values)))
-    except csv.Error as exc:
-        raise InputError(f"{path.name}, line {reader.line_num}: malformed CSV ({exc})") from None
-    return records
+    with _open(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as text:
+        reader = csv.reader(text)
+        try:
+            header = _csv_header(path, reader)
+            row = 0
+            for values in reader:
+                if not values:
+                    continue
+                row += 1
+                if _has_bad_bytes(values):
+                    cell = _bad_cell(values)
+                    column = f", column '{header[cell]}'" if cell < len(header) else ""
+                    raise InputError(_bad_bytes_message(path, f"row {row}{column}"))
+                if len(values) != len(header):
+                    raise InputError(f"{path.name}, row {row}: {len(values)} fields where the header has {len(header)}")
+                yield dict(zip(header, values))
+        except csv.Error as exc:
+            raise InputError(f"{path.name}, line {reader.line_num}: malformed CSV ({exc})") from None
 
 
-def _check_header(path: Path, header: list[str]) -> None:
+def _csv_header(path: Path, reader: Iterator[list[str]]) -> list[str]:
+    """The first record with any text; a file without one is empty."""
+    for header in reader:
+        if any(cell.strip() for cell in header):
+            break
+    else:
+        raise InputError(f"{path.name}: the dataset is empty")
+    if _has_bad_bytes(header):
+        raise InputError(_bad_bytes_message(path, "header"))
     seen = set()
     for column in header:
         if not column.strip():
@@ -202,54 +284,79 @@ def _check_header(path: Path, header: list[str]) -> None:
         if column in seen:
             raise InputError(f"{path.name}: duplicate column '{column}' in the header")
         seen.add(column)
+    return header
 
 
-def _locate_bad_bytes(path: Path, raw: bytes, offset: int) -> str:
-    """Name the row and column holding the first byte that is not UTF-8."""
-    line_start = raw.rfind(b"\n", 0, offset) + 1
-    line = raw.count(b"\n", 0, offset) + 1
-    head = raw[:line_start].decode("utf-8", errors="replace")
-    header_line = raw.split(b"\n", 1)[0].decode("utf-8", errors="replace").lstrip("\ufeff")
-    header = next(csv.reader([header_line]), [])
-    rows_before = list(csv.reader(io.StringIO(head, newline="")))
-    row = max(len(rows_before), 1)
-    prefix = raw[line_start:offset].decode("utf-8", errors="replace")
-    column_index = next(csv.reader([prefix]), [""]).__len__() - 1 if prefix else 0
-    where = f"row {row}" if line > 1 else "header"
-    column = f", column '{header[column_index]}'" if line > 1 and 0 <= column_index < len(header) else ""
-    return f"{path.name}, {where}{column}: bytes that are not UTF-8 (line {line}, byte {offset}: {raw[offset:offset + 1]!r})"
+def _has_bad_bytes(values: list[str]) -> bool:
+    text = "".join(values)
+    return not text.isascii() and _ESCAPED_BYTE.search(text) is not None
 
 
-def _parse_jsonl(path: Path, raw: bytes) -> list[dict[str, Any]]:
-    records = []
-    for line_no, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
+def _bad_cell(values: list[str]) -> int:
+    return next(i for i, value in enumerate(values) if _ESCAPED_BYTE.search(value))
+
+
+def _bad_bytes_message(path: Path, where: str) -> str:
+    offset, line, byte = _first_bad_byte(path)
+    return f"{path.name}, {where}: bytes that are not UTF-8 (line {line}, byte {offset}: {byte!r})"
+
+
+def _first_bad_byte(path: Path) -> tuple[int, int, bytes]:
+    """Offset, line number and value of the first byte that is not UTF-8, found by a chunked scan."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = newlines = 0
+    with _open(path) as handle:
+        while True:
+            chunk = handle.read(_CHUNK_BYTES)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                pending = len(exc.object) - len(chunk)  # bytes of an unfinished character from the last chunk
+                in_chunk = max(exc.start - pending, 0)
+                line = newlines + chunk.count(b"\n", 0, in_chunk) + 1
+                return offset - pending + exc.start, line, exc.object[exc.start:exc.start + 1]
+            if not chunk:
+                raise AssertionError(f"{path}: no byte that is not UTF-8")
+            newlines += chunk.count(b"\n")
+            offset += len(chunk)
+
+
+def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
+    """One dict per JSON line, streamed; every line must have the first line's keys."""
+    keys = None
+    with _open(path) as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path.name}, line {line_no}: bytes that are not UTF-8 (byte {exc.start} of the line)") from None
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path.name}, line {line_no}: invalid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path.name}, line {line_no}: expected a JSON object, got {type(record).__name__}")
+            if keys is None:
+                keys = record.keys()
+            elif record.keys() != keys:
+                missing = sorted(set(keys) - set(record))
+                extra = sorted(set(record) - set(keys))
+                detail = f"missing {missing}" if missing else f"unexpected {extra}"
+                raise InputError(f"{path.name}, line {line_no}: keys differ from line 1 ({detail})")
+            yield record
+
+
+def _parquet_records(path: Path) -> Iterator[dict[str, Any]]:
+    """One dict per parquet row, read in record batches."""
+    import pyarrow.parquet as pq
+
+    with _open(path) as handle:
         try:
-            record = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path.name}, line {line_no}: bytes that are not UTF-8 (byte {exc.start} of the line)") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path.name}, line {line_no}: invalid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{path.name}, line {line_no}: expected a JSON object, got {type(record).__name__}")
-        if records and record.keys() != records[0].keys():
-            missing = sorted(set(records[0]) - set(record))
-            extra = sorted(set(record) - set(records[0]))
-            detail = f"missing {missing}" if missing else f"unexpected {extra}"
-            raise InputError(f"{path.name}, line {line_no}: keys differ from line 1 ({detail})")
-        records.append(record)
-    return records
-
-
-def _parse_parquet(path: Path, raw: bytes) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    try:
-        frame = pd.read_parquet(io.BytesIO(raw))
-    except Exception as exc:  # pyarrow raises many types for a damaged file
-        raise InputError(f"{path.name}: cannot read parquet ({str(exc).splitlines()[0]})") from None
-    return frame.to_dict(orient="records")
+            batches = pq.ParquetFile(handle).iter_batches(batch_size=_PARQUET_BATCH_ROWS)
+            for batch in batches:
+                yield from batch.to_pylist()
+        except Exception as exc:  # pyarrow raises many types for a damaged file
+            raise InputError(f"{path.name}: cannot read parquet ({str(exc).splitlines()[0]})") from None
 
 
 def _clean(value: Any) -> Any:
@@ -260,8 +367,6 @@ def _clean(value: Any) -> Any:
         return None
     if isinstance(value, str) and value.strip().lower() in _MISSING_TEXT:
         return None
-    if hasattr(value, "tolist"):  # numpy arrays and scalars from parquet
-        return _clean(value.tolist())
     return value
 
 

@@ -62,6 +62,16 @@ def redact(value: Any) -> Any:
     return value
 
 
+def _redact_text(text: str) -> str:
+    """A tag value with its credentials redacted, also inside JSON text (a config section kept as a tag)."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return redact(text)
+    cleaned = redact(parsed)
+    return text if cleaned == parsed else json.dumps(cleaned)
+
+
 def configure(tracking_uri: str | None, experiment: str) -> str:
     """Point MLflow at ``tracking_uri`` (if given) and return the id of ``experiment``, created if new."""
     if tracking_uri:
@@ -161,8 +171,8 @@ def fail_if_running(run_id: str, reason: str) -> bool:
 
 
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
-    """Several tags in one batched request."""
-    MlflowClient().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    """Several tags (credentials redacted) in one batched request."""
+    MlflowClient().log_batch(run_id, tags=[RunTag(k, _redact_text(str(v))) for k, v in tags.items()])
 
 
 @contextmanager
@@ -359,12 +369,12 @@ def log_pyfunc_model(
 def register_model(model_uri: str, name: str, alias: str, tags: Mapping[str, str], prompt_uri: str, description: str = "") -> str:
     """Register ``model_uri`` as a new version of ``name`` with ``tags`` and ``alias``; alias the prompt version too.
 
-    Returns the model version.
+    Credentials in ``tags`` are redacted, also inside tags holding JSON. Returns the model version.
     """
     client = MlflowClient()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        version = mlflow.register_model(model_uri, name, tags=dict(tags)).version
+        version = mlflow.register_model(model_uri, name, tags={k: _redact_text(str(v)) for k, v in tags.items()}).version
     if description:
         client.update_model_version(name, version, description=description)
     client.set_registered_model_alias(name, alias, version)

@@ -1,8 +1,9 @@
 """An OpenAI-compatible stand-in server on 127.0.0.1 with a fixed latency, for benchmarks and fault tests.
 
 It answers ``POST /v1/chat/completions`` (streamed with ``include_usage`` or not) with a canned
-answer after ``latency_s``, counts calls, and can throttle (HTTP 429) a deterministic share of
-them. It proves speed and fault handling, never quality: features are proven on real models.
+answer after ``latency_s``, counts calls, records the requests it answered, and can throttle (HTTP
+429) an exact, evenly spread share of them. It proves speed and fault handling, never quality:
+features are proven on real models.
 
 Example:
     >>> with start_standin(latency_s=0.0) as server:
@@ -16,6 +17,8 @@ Example:
 from __future__ import annotations
 
 import json
+import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,19 +31,30 @@ class StandinServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, latency_s: float, throttle_every: int, answer: Callable[[dict[str, Any]], str]) -> None:
+    def __init__(self, latency_s: float, throttle_fraction: float, answer: Callable[[dict[str, Any]], str]) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.latency_s = latency_s
-        self.throttle_every = throttle_every
+        self.throttle_fraction = throttle_fraction
         self.answer = answer
         self.calls = 0
         self.throttled = 0
-        self.prompts: list[str] = []
+        self.answered: list[dict[str, Any]] = []  # the body of each request answered (not throttled)
+        self.headers: set[tuple[str, str]] = set()  # (lower-case name, value): proves which credentials arrived
         self.lock = threading.Lock()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-answer (the kill -9 tests) is expected; anything else is still reported.
+        if not isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
+            super().handle_error(request, client_address)
+
+    def throttles(self, number: int) -> bool:
+        """Call ``number`` (from 1) is throttled when ``number x fraction`` crosses an integer: exact and evenly spread."""
+        fraction = self.throttle_fraction
+        return math.ceil(round(number * fraction, 9)) > math.ceil(round((number - 1) * fraction, 9))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -60,13 +74,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         with self.server.lock:
+            self.server.headers.update((name.lower(), value) for name, value in self.headers.items())
             self.server.calls += 1
             number = self.server.calls
-            throttle = self.server.throttle_every and number % self.server.throttle_every == 0
+            throttle = self.server.throttles(number)
             if throttle:
                 self.server.throttled += 1
             else:
-                self.server.prompts.append(request["messages"][-1]["content"])
+                self.server.answered.append(request)
         if throttle:
             self._json(429, {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}})
             return
@@ -105,10 +120,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def start_standin(
-    latency_s: float = 0.1, throttle_every: int = 0, answer: Callable[[dict[str, Any]], str] = lambda request: "The answer is 42."
+    latency_s: float = 0.1, throttle_fraction: float = 0.0, answer: Callable[[dict[str, Any]], str] = lambda request: "The answer is 42."
 ) -> Iterator[StandinServer]:
-    """Serve in a background thread; ``throttle_every=3`` answers every third call with HTTP 429."""
-    server = StandinServer(latency_s, throttle_every, answer)
+    """Serve in a background thread; ``throttle_fraction=0.3`` answers 3 calls in 10 with HTTP 429."""
+    server = StandinServer(latency_s, throttle_fraction, answer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -134,16 +149,15 @@ class StandinProcess:
 
 
 @contextmanager
-def standin_process(latency_s: float = 0.1, throttle_every: int = 0) -> Iterator[StandinProcess]:
+def standin_process(latency_s: float = 0.1, throttle_fraction: float = 0.0) -> Iterator[StandinProcess]:
     """Run ``python -m bench.standin_server`` on a free port of 127.0.0.1 until the block ends."""
     import subprocess
-    import sys
     import urllib.request
     from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.standin_server", "--latency-s", str(latency_s), "--throttle-every", str(throttle_every)],
+        [sys.executable, "-m", "bench.standin_server", "--latency-s", str(latency_s), "--throttle-fraction", str(throttle_fraction)],
         stdout=subprocess.PIPE, text=True, cwd=repo,
     )
     try:
@@ -160,8 +174,8 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-s", type=float, default=0.1)
-    parser.add_argument("--throttle-every", type=int, default=0)
+    parser.add_argument("--throttle-fraction", type=float, default=0.0)
     options = parser.parse_args()
-    standin = StandinServer(options.latency_s, options.throttle_every, lambda request: "The answer is 42.")
+    standin = StandinServer(options.latency_s, options.throttle_fraction, lambda request: "The answer is 42.")
     print(standin.url, flush=True)
     standin.serve_forever()
