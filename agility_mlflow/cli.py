@@ -58,7 +58,30 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
-@click.group()
+class _OneLineErrors(click.Group):
+    """Bad arguments get one line on stderr, ``error: ...`` with exit code 2, like every other bad input."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_OneLineErrors)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
 @click.version_option(package_name="agility-mlflow")
 def main(verbose: bool) -> None:

@@ -243,6 +243,18 @@ def log_results_table(run_id: str, rows: Sequence[Mapping[str, Any]], artifact_f
         mlflow.log_table(pd.DataFrame(list(rows)), artifact_file=artifact_file, run_id=run_id)
 
 
+def log_artifacts(run_id: str, paths: Sequence[Path]) -> None:
+    """Files (a report, its verdicts) as artifacts of ``run_id``."""
+    client = MlflowClient()
+    for path in paths:
+        client.log_artifact(run_id, str(path))
+
+
+def log_figure(run_id: str, figure: Any, artifact_file: str) -> None:
+    """A matplotlib or plotly figure as an image artifact."""
+    MlflowClient().log_figure(run_id, figure, artifact_file)
+
+
 def log_human_assessments(run_id: str, scores: Mapping[str, tuple[float, str]], name: str = "human_score") -> int:
     """Human feedback ``{sample_id: (score, reasoning)}`` on the run's sample traces; returns how many landed.
 

@@ -172,8 +172,6 @@ def _questions(cfg: Config) -> dict[str, str]:
 
 def _log_comparison(comparison: Comparison, experiment_id: str, parent_run_id: str | None) -> None:
     """The comparison run: the decision as params, the counts as metrics, the verdict as tags, the report as artifacts."""
-    from mlflow import MlflowClient
-
     from agility_mlflow import tracking
 
     winner = comparison.winner
@@ -187,9 +185,7 @@ def _log_comparison(comparison: Comparison, experiment_id: str, parent_run_id: s
         paths = build_report(comparison).write(comparison.output_dir)
         verdicts = comparison.output_dir / "verdicts.json"
         verdicts.write_text(json.dumps(comparison.to_dict(), indent=2, default=str), encoding="utf-8")
-        client = MlflowClient()
-        for path in [*paths, verdicts]:
-            client.log_artifact(run_id, str(path))
+        tracking.log_artifacts(run_id, [*paths, verdicts])
 
 
 def _params(comparison: Comparison) -> dict[str, Any]:

@@ -86,12 +86,8 @@ def _dominates(a: FrozenTrial, b: FrozenTrial, directions: list[optuna.study.Stu
 
 def summarize(study: optuna.Study, objective: Objective, parent_run_id: str) -> list[FrozenTrial]:
     """Tag the best trials' runs, record them on the parent run, and log the study's plots and table."""
-    import mlflow
-    from mlflow import MlflowClient
-
     from agility_mlflow import tracking
 
-    client = MlflowClient()
     best = best_trials(study)
     best_ids = {t.user_attrs.get(_study.RUN_ATTR) for t in best} - {None}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -108,9 +104,9 @@ def summarize(study: optuna.Study, objective: Objective, parent_run_id: str) -> 
     tracking.log_run_data(parent_run_id, {}, metrics)
     tracking.set_tags(parent_run_id, tags)
     frame = study.trials_dataframe(attrs=("number", "values", "params", "state", "user_attrs", "duration"))
-    mlflow.log_table(frame.astype(str), artifact_file="trials.json", run_id=parent_run_id)
+    tracking.log_results_table(parent_run_id, frame.astype(str).to_dict("records"), artifact_file="trials.json")
     for name, figure in _plots(study, objective):
-        client.log_figure(parent_run_id, figure, f"plots/{name}.png")
+        tracking.log_figure(parent_run_id, figure, f"plots/{name}.png")
     return best
 
 

@@ -114,11 +114,28 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         pid = int(trial.system_attrs.get(PID_ATTR, 0))
         if pid and not process_alive(pid):
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            _requeue(study, trial)
             failed.append(trial.number)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     return failed
+
+
+def _requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue the killed trial's configuration again, so the resumed study still evaluates it.
+
+    As Optuna's ``RetryFailedTrialCallback`` does for heartbeat failures, but without the dead
+    trial's user attributes (its MLflow run id, its spend): the retry is a trial of its own. Its
+    grid id goes with it, so a grid search does not count the killed point as visited and stop short.
+    """
+    if not trial.params:
+        return
+    kept = {k: v for k, v in trial.system_attrs.items() if k in ("grid_id", "search_space")}
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        system_attrs={**kept, "failed_trial": trial.number},
+    ))
 
 
 def mark_worker(study: optuna.Study, trial: optuna.Trial) -> None:

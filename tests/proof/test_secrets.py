@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
-import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
