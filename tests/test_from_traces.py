@@ -26,7 +26,9 @@ def support_bot(question: str, context: str) -> str:
 
 
 def _traffic() -> list[str]:
-    mlflow.set_experiment("support-bot")
+    from agility_mlflow import tracking
+
+    tracking.configure(None, "support-bot")  # artifacts beside the test's sqlite store, not in the repo's ./mlruns
     for question, _ in QUESTIONS.values():
         support_bot(question, context="statement text")
     with pytest.raises(RuntimeError):
