@@ -200,6 +200,7 @@ def check_model(
     from agility_mlflow.compare import read_results
     from agility_mlflow.scoring import get_metric
 
+    parse_model_uri(model_uri)  # a malformed URI fails before any store is opened (or created)
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     minimums = dict(minimums or {})
@@ -271,20 +272,32 @@ def _evaluate_and_judge(
     return CheckResult(passed, run_id, result.metrics, reasons)
 
 
+def parse_model_uri(model_uri: str) -> tuple[str, str, str]:
+    """``(name, "alias" | "version", value)`` of a model URI; an :class:`InputError` for anything else.
+
+    Example:
+        >>> parse_model_uri("models:/app.fin-qa@champion"), parse_model_uri("models:/app.fin-qa/3")
+        (('app.fin-qa', 'alias', 'champion'), ('app.fin-qa', 'version', '3'))
+    """
+    rest = model_uri.removeprefix("models:/")
+    if "@" in rest and rest != model_uri:
+        name, _, alias = rest.partition("@")
+        if name and alias:
+            return name, "alias", alias
+    name, _, number = rest.rpartition("/")
+    if rest == model_uri or not name or not number.isdigit():
+        raise InputError(f"--model '{model_uri}': use models:/NAME@ALIAS or models:/NAME/VERSION")
+    return name, "version", number
+
+
 def _model_version(client: Any, model_uri: str) -> Any:
     from mlflow.exceptions import MlflowException
 
-    rest = model_uri.removeprefix("models:/")
-    if rest == model_uri or not rest:
-        raise InputError(f"--model '{model_uri}': use models:/NAME@ALIAS or models:/NAME/VERSION")
+    name, kind, value = parse_model_uri(model_uri)
     try:
-        if "@" in rest:
-            name, alias = rest.split("@", 1)
-            return client.get_model_version_by_alias(name, alias)
-        name, _, number = rest.rpartition("/")
-        if not name or not number.isdigit():
-            raise InputError(f"--model '{model_uri}': use models:/NAME@ALIAS or models:/NAME/VERSION")
-        return client.get_model_version(name, number)
+        if kind == "alias":
+            return client.get_model_version_by_alias(name, value)
+        return client.get_model_version(name, value)
     except MlflowException as exc:
         raise InputError(f"--model '{model_uri}': {str(exc).splitlines()[0]}") from None
 
