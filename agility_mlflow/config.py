@@ -21,6 +21,8 @@ Example:
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +33,17 @@ from agility_mlflow.errors import InputError
 
 Provider = Literal["local", "openai", "bedrock", "replay"]
 PROVIDERS: tuple[str, ...] = ("local", "openai", "bedrock", "replay")
-SECRET_KEYS = frozenset({"api_key"})
+REDACTED = "<redacted>"
+# One redaction rule for everything logged from a config (see :func:`redact`).
+# Names whose values are credentials wherever they sit in a logged mapping: inline keys, and the HTTP
+# headers a gateway needs (``params.extra.extra_headers``), matched at the end of the name.
+_SECRET_NAME = re.compile(
+    r"(?:^|[-_])(?:api[-_]?key|authorization|token|secret|password|passwd|credentials?|cookie|"
+    r"subscription[-_]key|secret[-_]access[-_]key|private[-_]key)$",
+    re.IGNORECASE,
+)
+# Values that are credentials under any name: one bearer token or basic-auth pair, nothing else.
+_SECRET_VALUE = re.compile(r"\s*(?:bearer\s+\S+|basic\s+[A-Za-z0-9+/=]{8,})\s*", re.IGNORECASE)
 
 
 class _Strict(BaseModel):
@@ -422,6 +434,10 @@ class Config(_Strict):
             return "sqlite:///" + str(self.resolve(uri[len("sqlite:///") :]))
         return uri
 
+    def price_overrides(self) -> dict[str, dict[str, float]]:
+        """The ``pricing:`` section as ``lookup_price`` takes it: ``{model_id: {input: ..., output: ...}}``."""
+        return {model_id: price.model_dump() for model_id, price in self.pricing.items()}
+
     @property
     def migrated_step(self) -> StepConfig | None:
         """The step the candidates answer, when the application has ``steps:``."""
@@ -429,7 +445,7 @@ class Config(_Strict):
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved config with secrets removed: safe to log as an artifact."""
-        return _redact(self.model_dump(mode="json"))
+        return redact(self.model_dump(mode="json"))
 
 
 def _unique(section: str, names: list[str]) -> None:
@@ -440,11 +456,19 @@ def _unique(section: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def _redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: ("<redacted>" if k in SECRET_KEYS and v else _redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
+def redact(value: Any) -> Any:
+    """``value`` with every credential in it replaced by ``<redacted>``; applied to whatever is logged from config.
+
+    Example:
+        >>> redact({"max_tokens": 16, "extra": {"extra_headers": {"X-Api-Key": "k1"}, "auth": "Bearer t0k"}, "api_key": None})
+        {'max_tokens': 16, 'extra': {'extra_headers': {'X-Api-Key': '<redacted>'}, 'auth': '<redacted>'}, 'api_key': None}
+    """
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _SECRET_NAME.search(str(k)) and v not in (None, "") else redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, str) and _SECRET_VALUE.fullmatch(value):
+        return REDACTED
     return value
 
 

@@ -122,6 +122,13 @@ class GoldenDataset:
                         f"missing value (needed by {why})"
                     )
 
+    def require_numbers(self, columns: Mapping[str, type], why: str) -> None:
+        """Like :meth:`require`, and each value must be a non-negative number: converted in place, as the source columns are."""
+        self.require(list(columns), why)
+        for column, kind in columns.items():
+            for i, row in enumerate(self.rows, start=1):
+                row[column] = _number(row[column], kind, f"{self.path.name}, row {i}, column '{self._file_name(column)}'")
+
     def _file_name(self, column: str) -> str:
         return self.renames.get(column, column)
 

@@ -28,6 +28,7 @@ from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.prompts import Template, load_template
 from agility_mlflow.runner import Outcome, Request, Runner
 from agility_mlflow.scoring import Judge, JudgedMetric, JudgeInput, Metric, get_metric, judge_rows
+from agility_mlflow.scoring._deepeval import GEVAL_PREFIX
 from agility_mlflow.scoring._judged import judge_metrics
 from agility_mlflow.scoring.stats import mean_score, run_metrics
 
@@ -115,7 +116,8 @@ def prepare(
     for step in config.steps or []:
         if step.replay:
             dataset.require([step.replay], f"the replayed step '{step.name}'")
-            _require_numbers(dataset, [step.replay_latency, step.replay_input_tokens, step.replay_output_tokens], step.name)
+            recorded = {step.replay_latency: float, step.replay_input_tokens: int, step.replay_output_tokens: int}
+            dataset.require_numbers({column: kind for column, kind in recorded.items() if column}, f"the replayed step '{step.name}'")
     metrics = [get_metric(name) for name in config.metrics]
     for metric in metrics:
         if metric.needs_reference:
@@ -135,17 +137,6 @@ def _earlier_outputs(config: Config, step_name: str) -> set[str]:
     return {step.variable for step in (config.steps or [])[: names.index(step_name)]}
 
 
-def _require_numbers(dataset: GoldenDataset, columns: Sequence[str | None], step: str) -> None:
-    """A replayed step's recorded latency and tokens must be numbers (or empty) in every row."""
-    for column in [c for c in columns if c]:
-        dataset.require([column], f"the replayed step '{step}'")
-        for i, row in enumerate(dataset.rows, start=1):
-            try:
-                float(row[column])
-            except (TypeError, ValueError):
-                raise InputError(f"{dataset.path.name}: row {i}, column '{column}': {row[column]!r} is not a number (needed by the replayed step '{step}')") from None
-
-
 def _planned_steps(config: Config, templates: dict[str, Template]) -> tuple[PlannedStep, ...]:
     from agility_mlflow.backends.replay import ReplayColumns
 
@@ -154,7 +145,7 @@ def _planned_steps(config: Config, templates: dict[str, Template]) -> tuple[Plan
         replay = None
         if step.replay:
             replay = ReplayColumns(step.replay, step.replay_latency, None, step.replay_input_tokens, step.replay_output_tokens)
-        price = lookup_price(step.model.provider, step.model.model_id, _pricing(config)) if step.model else None
+        price = lookup_price(step.model.provider, step.model.model_id, config.price_overrides()) if step.model else None
         planned.append(PlannedStep(step.name, step.variable, templates[step.prompt], replay, step.model, price))
     return tuple(planned)
 
@@ -168,8 +159,9 @@ def _check_judged(config: Config, dataset: GoldenDataset, metric: JudgedMetric) 
         raise InputError(f"{where} needs a judge model: add a 'judge:' section (e.g. judge: {{provider: local}}, or an OpenAI or Bedrock model)")
     if metric.family in ("ragas", "deepeval") and importlib.util.find_spec(metric.family) is None:
         raise InputError(f"{where} needs {metric.family.capitalize()}: pip install 'agility-mlflow[quality]'")
-    if metric.name.startswith("geval_") and metric.name.removeprefix("geval_") not in config.judge.geval:
-        raise InputError(f"{where}: add its criteria under judge.geval.{metric.name.removeprefix('geval_')}")
+    criteria = metric.name.removeprefix(GEVAL_PREFIX)
+    if metric.name.startswith(GEVAL_PREFIX) and criteria not in config.judge.geval:
+        raise InputError(f"{where}: add its criteria under judge.geval.{criteria}")
     if metric.needs_context:
         dataset.require([CONTEXT], f"metric '{metric.name}'")
 
@@ -190,7 +182,7 @@ def create_judge(project: Project, runner: Runner) -> Judge | None:
         backend = create_backend(cfg.judge, cfg.run)
     except AgilityError as exc:
         raise InputError(f"{cfg.path.name}: judge: {exc}") from None
-    price = lookup_price(cfg.judge.provider, cfg.judge.model_id, _pricing(cfg))
+    price = lookup_price(cfg.judge.provider, cfg.judge.model_id, cfg.price_overrides())
     if price is None:
         logger.warning("no price known for judge model '%s': judge cost is reported as unknown (add it under pricing:)", cfg.judge.model_id)
     judge = Judge(cfg.judge, runner, backend, price, style_guide=judge_style_guide(cfg))
@@ -428,7 +420,7 @@ def _run_configuration(
     with tracking.evaluation_run(
         experiment_id, configuration.run_name, tags, prompt_uri=prompt_uri, parent_run_id=parent_run_id
     ) as run_id:
-        result = evaluate(configuration, backend, project.dataset, project.metrics, runner, _pricing(project.config))
+        result = evaluate(configuration, backend, project.dataset, project.metrics, runner, project.config.price_overrides())
         if configuration.role == "source":
             result.metrics.update(calibrate(project, result))
         if result.price is None:
@@ -520,10 +512,6 @@ def _log_traces(project: Project, configuration: Configuration, result: Evaluati
     tracking.flush_traces()
     if assessments:
         tracking.log_judge_assessments(assessments, judged[0].judge.name if judged[0].judge else "judge")
-
-
-def _pricing(config: Config) -> dict[str, Any]:
-    return {model_id: price.model_dump() for model_id, price in config.pricing.items()}
 
 
 def summary_table(summaries: Sequence[RunSummary], metric_names: Sequence[str]) -> str:

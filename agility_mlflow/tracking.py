@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
 import warnings
@@ -25,6 +24,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, SpanType
 from mlflow.exceptions import MlflowException
 
 from agility_mlflow._process import process_alive
+from agility_mlflow.config import redact
 from agility_mlflow.prompts import Template
 
 ROLE = "agility.role"
@@ -33,33 +33,7 @@ PROMPT = "agility.prompt"
 HOST = "agility.host"
 PID = "agility.pid"
 ERROR = "agility.error"
-REDACTED = "<redacted>"
 _PARAM_VALUE_LIMIT = 6000
-# Names whose values are credentials wherever they sit in a logged mapping: inline keys, and the HTTP
-# headers a gateway needs (``params.extra.extra_headers``), matched at the end of the name.
-_SECRET_NAME = re.compile(
-    r"(?:^|[-_])(?:api[-_]?key|authorization|token|secret|password|passwd|credentials?|cookie|"
-    r"subscription[-_]key|secret[-_]access[-_]key|private[-_]key)$",
-    re.IGNORECASE,
-)
-# Values that are credentials under any name: one bearer token or basic-auth pair, nothing else.
-_SECRET_VALUE = re.compile(r"\s*(?:bearer\s+\S+|basic\s+[A-Za-z0-9+/=]{8,})\s*", re.IGNORECASE)
-
-
-def redact(value: Any) -> Any:
-    """``value`` with every credential in it replaced by ``<redacted>``; applied to whatever is logged from config.
-
-    Example:
-        >>> redact({"max_tokens": 16, "extra": {"extra_headers": {"X-Api-Key": "k1"}, "auth": "Bearer t0k"}, "api_key": None})
-        {'max_tokens': 16, 'extra': {'extra_headers': {'X-Api-Key': '<redacted>'}, 'auth': '<redacted>'}, 'api_key': None}
-    """
-    if isinstance(value, Mapping):
-        return {k: REDACTED if _SECRET_NAME.search(str(k)) and v not in (None, "") else redact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    if isinstance(value, str) and _SECRET_VALUE.fullmatch(value):
-        return REDACTED
-    return value
 
 
 def _redact_text(text: str) -> str:
@@ -295,7 +269,7 @@ def log_text(run_id: str, text: str, artifact_file: str) -> None:
 
 
 def log_config(run_id: str, config: Mapping[str, Any]) -> None:
-    """The resolved config as ``config.yaml``, credentials redacted (also those the caller's ``api_key`` rule misses)."""
+    """The resolved config as ``config.yaml``, credentials redacted."""
     MlflowClient().log_dict(run_id, redact(config), "config.yaml")
 
 

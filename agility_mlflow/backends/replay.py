@@ -36,16 +36,13 @@ class ReplayBackend(Backend):
         c = self.columns
         if sample is None or sample.get(c.output) is None:
             raise ProviderError(f"replay needs a value in the dataset column '{c.output}'")
-        def number(column: str | None, kind: type) -> Any:
-            value = sample.get(column) if column else None
-            return None if value is None or value == "" else kind(float(value))  # a text column read from CSV
-
+        value = lambda column: sample.get(column) if column else None  # noqa: E731 - numbers already, as the dataset converts them
         return Generation(
             text=str(sample[c.output]),
-            latency_s=number(c.latency, float),
-            ttft_s=number(c.ttft, float),
-            input_tokens=number(c.input_tokens, int),
-            output_tokens=number(c.output_tokens, int),
+            latency_s=value(c.latency),
+            ttft_s=value(c.ttft),
+            input_tokens=value(c.input_tokens),
+            output_tokens=value(c.output_tokens),
             finish_reason="recorded",
         )
 

@@ -261,8 +261,7 @@ def _evaluate_and_judge(
     tags = {tracking.ROLE: "check", tracking.CANDIDATE: version.name, CHECK_MODEL: model_uri, "agility.check_version": str(version.version)}
     try:
         with tracking.evaluation_run(experiment_id, f"check/{version.name}/v{version.version}", tags, prompt_uri=prompt_uri) as run_id:
-            pricing = {model_id: price.model_dump() for model_id, price in config.pricing.items()}
-            result = evaluate(configuration, backends[configuration.name], project.dataset, project.metrics, runner, pricing)
+            result = evaluate(configuration, backends[configuration.name], project.dataset, project.metrics, runner, config.price_overrides())
             log_evaluation(project, configuration, result, run_id, prompt_uri)
             passed, reasons = judge(result.rows, result.metrics, minimums=minimums, registered=registered)
             tracking.set_tags(run_id, {CHECK: "pass" if passed else "fail", CHECK_REASONS: "; ".join(reasons)[:5000]})

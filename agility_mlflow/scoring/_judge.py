@@ -109,13 +109,11 @@ class Judge:
         """``provider:model_id``, the judge's name in assessments and tags."""
         return f"{self.config.provider}:{self.config.model_id}"
 
-    def complete(self, messages: Sequence[Message], *, schema: Mapping[str, Any] | None = None, max_tokens: int | None = None) -> str:
+    def complete(self, messages: Sequence[Message], *, schema: Mapping[str, Any] | None = None) -> str:
         """The judge's reply text; a :class:`JudgeReplyError` when the call failed after its retries."""
         params = self.config.params.as_dict()
         if schema is not None:
             params["response_schema"] = bounded_schema(schema)
-        if max_tokens is not None:
-            params["max_tokens"] = max(max_tokens, params.get("max_tokens", 0))
         outcome = self.runner.call(self.backend, params, Request("judge", [dict(m) for m in messages], {}))
         if outcome.generation is None:
             raise JudgeReplyError(f"judge {self.name}: {outcome.error}")

@@ -207,14 +207,14 @@ def _source_metrics(project: Project, runner: Runner) -> dict[str, float]:
     if source is None:
         raise InputError("sweep.constraints: a constraint refers to 'source' but the config has no source model")
     backend = create_backend(source.model, project.config.run)
-    pricing = {k: v.model_dump() for k, v in project.config.pricing.items()}
+    pricing = project.config.price_overrides()
     return evaluate(source, backend, project.dataset, project.metrics, runner, pricing).metrics
 
 
 def _print_estimate(plan: _Plan, total_trials: int, budget_usd: float | None) -> float:
     """Print the calls and cost a sweep may need; return the most one trial may cost."""
     rows = plan.project.dataset.rows
-    pricing = {k: v.model_dump() for k, v in plan.project.config.pricing.items()}
+    pricing = plan.project.config.price_overrides()
     worst = 0.0
     unknown = []
     for candidate in plan.candidates.values():
@@ -276,7 +276,7 @@ def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequenc
 def _evaluate_in_slices(plan: _Plan, configuration: Configuration, backend: Backend, trial: optuna.Trial) -> tuple[EvaluationResult, int | None]:
     """Evaluate slice by slice, reporting the running objective so the pruner can stop a hopeless trial."""
     rows_all = plan.project.dataset.rows
-    pricing = {k: v.model_dump() for k, v in plan.project.config.pricing.items()}
+    pricing = plan.project.config.price_overrides()
     price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing)
     size = math.ceil(len(rows_all) / plan.sweep.slices)
     outcomes, rows = [], []
