@@ -1,6 +1,6 @@
 """The ``agility`` command line: thin wrappers over the package's functions.
 
-Bad input prints one line on stderr and exits 2; other failures exit 1.
+Bad input prints one line per problem on stderr and exits 2; other failures exit 1.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except InputError as exc:
-            click.echo(f"error: {exc}", err=True)
+            for line in str(exc).splitlines():  # every problem of a validation pass, one line each
+                click.echo(f"error: {line}", err=True)
             sys.exit(2)
         except AgilityError as exc:
             click.echo(f"error: {exc}", err=True)

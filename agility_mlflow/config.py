@@ -392,31 +392,32 @@ class Config(_Strict):
         if isinstance(self.metrics, MetricPreset):  # resolved once, so every module sees plain names
             object.__setattr__(self, "metrics", self.metrics.names(with_judge=self.judge is not None))
         prompt_names = [p.name for p in self.prompts]
-        _unique("prompts", prompt_names)
-        _unique("candidates", [c.name for c in self.candidates])
+        problems = _duplicates("prompts", prompt_names) + _duplicates("candidates", [c.name for c in self.candidates])
         for i, cand in enumerate(self.candidates):
             for name in cand.prompts or []:
                 if name not in prompt_names:
-                    raise ValueError(f"key 'candidates[{i}].prompts': unknown prompt '{name}' (known: {', '.join(prompt_names)})")
+                    problems.append(f"key 'candidates[{i}].prompts': unknown prompt '{name}' (known: {', '.join(prompt_names)})")
         if self.source and self.source.prompt and self.source.prompt not in prompt_names:
-            raise ValueError(f"key 'source.prompt': unknown prompt '{self.source.prompt}'")
+            problems.append(f"key 'source.prompt': unknown prompt '{self.source.prompt}'")
         if self.steps:
-            _unique("steps", [step.name for step in self.steps])
+            problems += _duplicates("steps", [step.name for step in self.steps])
             for i, step in enumerate(self.steps):
                 if step.prompt not in prompt_names:
-                    raise ValueError(f"key 'steps[{i}].prompt': unknown prompt '{step.prompt}' (known: {', '.join(prompt_names)})")
+                    problems.append(f"key 'steps[{i}].prompt': unknown prompt '{step.prompt}' (known: {', '.join(prompt_names)})")
             migrated = [step.name for step in self.steps if step.migrated]
             if len(migrated) != 1:
-                raise ValueError(f"key 'steps': exactly one step must be left to the candidates (no replay:, no model:); found {len(migrated)}")
+                problems.append(f"key 'steps': exactly one step must be left to the candidates (no replay:, no model:); found {len(migrated)}")
         if self.sweep:
             for name in self.sweep.prompts or []:
                 if name not in prompt_names and not name.startswith("prompts:/"):
-                    raise ValueError(f"key 'sweep.prompts': unknown prompt '{name}' (a config prompt name or prompts:/NAME/N)")
+                    problems.append(f"key 'sweep.prompts': unknown prompt '{name}' (a config prompt name or prompts:/NAME/N)")
             for name in self.sweep.candidates or []:
                 if name not in [c.name for c in self.candidates]:
-                    raise ValueError(f"key 'sweep.candidates': unknown candidate '{name}'")
+                    problems.append(f"key 'sweep.candidates': unknown candidate '{name}'")
             if not self.candidates:
-                raise ValueError("key 'sweep': needs at least one entry under candidates")
+                problems.append("key 'sweep': needs at least one entry under candidates")
+        if problems:  # every one of them, one line each (see _describe)
+            raise ValueError("\n".join(problems))
         return self
 
     @property
@@ -448,12 +449,14 @@ class Config(_Strict):
         return redact(self.model_dump(mode="json"))
 
 
-def _unique(section: str, names: list[str]) -> None:
+def _duplicates(section: str, names: list[str]) -> list[str]:
     seen: set[str] = set()
+    problems = []
     for i, name in enumerate(names):
         if name in seen:
-            raise ValueError(f"key '{section}[{i}].name': duplicate name '{name}'")
+            problems.append(f"key '{section}[{i}].name': duplicate name '{name}'")
         seen.add(name)
+    return problems
 
 
 def redact(value: Any) -> Any:
@@ -490,21 +493,31 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         where = f", line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InputError(f"{path}{where}: invalid YAML ({problem})") from None
+    if raw is None:
+        raise InputError(f"{path}: the config file is empty (start from the example in the README, 'The project config')")
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
     try:
         config = Config.model_validate({**raw, "path": path.resolve()})
     except ValidationError as exc:
-        raise InputError(f"{path}: {_describe(exc)}") from None
+        raise InputError([f"{path}: {problem}" for problem in _describe(exc)]) from None
     dataset_path = config.resolve(config.dataset.path)
     if not dataset_path.is_file():
         raise InputError(f"{path}: key 'dataset.path': file not found: {dataset_path}")
     return config
 
 
-def _describe(exc: ValidationError) -> str:
-    """The first validation problem as ``key 'a.b[0].c': message``."""
-    err = exc.errors()[0]
+def _describe(exc: ValidationError) -> list[str]:
+    """Every validation problem, each as ``key 'a.b[0].c': message``."""
+    problems: list[str] = []
+    for err in exc.errors():
+        for problem in _describe_one(err).split("\n"):  # cross-reference checks join theirs with newlines
+            if problem not in problems:  # a union reports one problem once per branch
+                problems.append(problem)
+    return problems
+
+
+def _describe_one(err: Any) -> str:
     loc = ""
     for part in err["loc"]:
         if isinstance(part, str) and ("[" in part or part[:1].isupper()):

@@ -3,7 +3,8 @@
 Columns follow the AWS Model Agility method's names (``sample_id``, ``question``, ``context``,
 ``answer_ground_truth``, ``answer_source_llm``, ``latency_source_llm``, ...). Any other column is a
 template variable. Every problem is reported as one line naming the file, row and column, where
-``row N`` counts data records from 1 (the header is not a row).
+``row N`` counts data records from 1 (the header is not a row); one pass reports every problem it finds
+(see :class:`~agility_mlflow.errors.Problems`), so a file is fixed in one go.
 
 Example:
     >>> import pathlib, tempfile
@@ -23,15 +24,18 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import math
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agility_mlflow.errors import InputError
+from agility_mlflow.errors import InputError, Problems
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_ID = "sample_id"
 GROUND_TRUTH = "answer_ground_truth"
@@ -52,6 +56,10 @@ _CHUNK_BYTES = 1 << 20
 _PARQUET_BATCH_ROWS = 4096
 # Bytes that are not UTF-8, as Python's surrogateescape error handler decodes them.
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+# Delimiters a CSV exported by a spreadsheet in another locale uses instead of the comma.
+_OTHER_DELIMITERS = {";": "';'", "\t": "a tab"}
+# Where a row's problem goes: ``None`` raises it at once.
+Report = Callable[[str], None] | None
 
 
 class GoldenDataset:
@@ -69,6 +77,8 @@ class GoldenDataset:
         digest: Content digest of the file and the renames.
         renames: ``{golden_name: file_column}``.
         limit: With ``rows=None``: read at most this many rows.
+        lenient: Rows whose problems were already reported are read as ``None`` instead of raising
+            (the file's problems are being collected, see :func:`load_dataset`).
     """
 
     def __init__(
@@ -80,6 +90,7 @@ class GoldenDataset:
         renames: Mapping[str, str] | None = None,
         *,
         limit: int | None = None,
+        lenient: bool = False,
     ) -> None:
         self.path = Path(path)
         self.columns = list(columns)
@@ -87,6 +98,7 @@ class GoldenDataset:
         self.renames = dict(renames or {})
         self._rows = rows
         self._limit = limit
+        self._lenient = lenient
         self._lock = threading.Lock()  # sweep workers may ask for the rows at once
 
     def __repr__(self) -> str:
@@ -97,7 +109,8 @@ class GoldenDataset:
         """The rows, read (and validated again) from the file on first use."""
         with self._lock:
             if self._rows is None:
-                self._rows = list(itertools.islice(_validated_rows(self.path, self.renames), self._limit))
+                report: Report = (lambda message: None) if self._lenient else None
+                self._rows = list(itertools.islice(_validated_rows(self.path, self.renames, report), self._limit))
             return self._rows
 
     def head(self, n: int | None) -> GoldenDataset:
@@ -105,29 +118,40 @@ class GoldenDataset:
         if n is None:
             return self
         if self._rows is not None:
-            return GoldenDataset(self.path, self._rows[:n], self.columns, self.digest, self.renames)
+            return GoldenDataset(self.path, self._rows[:n], self.columns, self.digest, self.renames, lenient=self._lenient)
         limit = n if self._limit is None else min(n, self._limit)
-        return GoldenDataset(self.path, None, self.columns, self.digest, self.renames, limit=limit)
+        return GoldenDataset(self.path, None, self.columns, self.digest, self.renames, limit=limit, lenient=self._lenient)
 
     def require(self, columns: Iterable[str], why: str) -> None:
-        """Fail unless every row has a value in each of ``columns``; ``why`` says who needs them."""
+        """Fail unless every row has a value in each of ``columns``; ``why`` says who needs them.
+
+        Every missing column and value is reported at once.
+        """
+        problems = Problems()
         for column in columns:
             if column not in self.columns:
-                shown = self._file_name(column)
-                raise InputError(f"{self.path.name}: missing column '{shown}' (needed by {why})")
-            for i, row in enumerate(self.rows, start=1):
+                problems.add(f"{self.path.name}: missing column '{self._file_name(column)}' (needed by {why})")
+                continue
+            for i, row in self._numbered_rows():
                 if row.get(column) is None:
-                    raise InputError(
+                    problems.add(
                         f"{self.path.name}, row {i} (sample_id '{row[SAMPLE_ID]}'), column '{self._file_name(column)}': "
                         f"missing value (needed by {why})"
                     )
+        problems.raise_if_any()
 
     def require_numbers(self, columns: Mapping[str, type], why: str) -> None:
         """Like :meth:`require`, and each value must be a non-negative number: converted in place, as the source columns are."""
         self.require(list(columns), why)
+        problems = Problems()
         for column, kind in columns.items():
-            for i, row in enumerate(self.rows, start=1):
-                row[column] = _number(row[column], kind, f"{self.path.name}, row {i}, column '{self._file_name(column)}'")
+            for i, row in self._numbered_rows():
+                row[column] = _number(row[column], kind, f"{self.path.name}, row {i}, column '{self._file_name(column)}'", problems.add)
+        problems.raise_if_any()
+
+    def _numbered_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The rows with their numbers in the file, leaving out records already reported as unreadable."""
+        return ((i, row) for i, row in enumerate(self.rows, start=1) if row is not None)
 
     def _file_name(self, column: str) -> str:
         return self.renames.get(column, column)
@@ -155,52 +179,74 @@ def references(row: Mapping[str, Any]) -> list[str]:
     return [text]
 
 
-def load_dataset(path: str | Path, columns: Mapping[str, str] | None = None) -> GoldenDataset:
+def load_dataset(path: str | Path, columns: Mapping[str, str] | None = None, problems: Problems | None = None) -> GoldenDataset:
     """Load a ``.csv``, ``.jsonl`` or ``.parquet`` golden dataset and validate its ids and numbers.
 
     Validation streams over the file (CSV and JSONL a record at a time, parquet in batches), so a
     bad row deep in a large file is reported with its row number while memory stays bounded: only
-    the sample ids are kept, to find duplicates. The rows are read when first used (see
-    :class:`GoldenDataset`).
+    the sample ids are kept, to find duplicates. Every bad row is reported, not only the first.
+    The rows are read when first used (see :class:`GoldenDataset`).
 
     Args:
         path: The file.
         columns: Renames ``{golden_name: file_column}``, e.g. ``{"sample_id": "financebench_id"}``.
+        problems: Collect the rows' problems here (with the caller's own checks) instead of raising them.
     """
     path = Path(path)
     renames = dict(columns or {})
     digest = _digest(path, renames)
-    rows = _validated_rows(path, renames)
-    first = next(rows)
+    found = Problems()
+    rows = _validated_rows(path, renames, found.add)
+    first = next((row for row in rows if row is not None), None)
     for _ in rows:  # every row is checked; none is kept
         pass
-    return GoldenDataset(path, None, list(first), digest, renames)
-
-
-def _validated_rows(path: Path, renames: Mapping[str, str]) -> Iterator[dict[str, Any]]:
-    """The file's rows under golden column names, each checked as it is read (ids, numbers)."""
-    records = _records(path)
-    first = next(records, None)
+    if problems is None or first is None:
+        found.raise_if_any()
     if first is None:
         raise InputError(f"{path.name}: the dataset has no rows")
-    to_golden = _golden_names(path, list(first), renames)
+    if problems is not None and found:
+        problems.extend(InputError(found.messages, found.more))
+    return GoldenDataset(path, None, list(first), digest, renames, lenient=bool(found))
+
+
+def _validated_rows(path: Path, renames: Mapping[str, str], report: Report = None) -> Iterator[dict[str, Any] | None]:
+    """The file's rows under golden column names, each checked as it is read (ids, numbers).
+
+    A row's problem goes to ``report`` (by default it is raised); a record that cannot be read at
+    all is then yielded as ``None``, so the rows after it keep their numbers.
+    """
+    report = report or _raise
     id_column = renames.get(SAMPLE_ID, SAMPLE_ID)
+    to_golden: dict[str, str] | None = None
     seen: dict[str, int] = {}
-    for i, record in enumerate(itertools.chain([first], records), start=1):
+    empty = True
+    for i, record in _records(path, report):
+        empty = False
+        if record is None:
+            yield None
+            continue
+        if to_golden is None:
+            to_golden = _golden_names(path, list(record), renames)
         row = {to_golden.get(k, k): _clean(v) for k, v in record.items()}
         sample_id = row[SAMPLE_ID]
         if sample_id is None:
-            raise InputError(f"{path.name}, row {i}, column '{id_column}': missing sample id")
-        sample_id = row[SAMPLE_ID] = _id_text(sample_id)
-        if sample_id in seen:
-            raise InputError(
-                f"{path.name}, row {i}, column '{id_column}': duplicate value '{sample_id}' (first at row {seen[sample_id]})"
-            )
-        seen[sample_id] = i
+            report(f"{path.name}, row {i}, column '{id_column}': missing sample id")
+        else:
+            sample_id = row[SAMPLE_ID] = _id_text(sample_id)
+            if sample_id in seen:
+                report(f"{path.name}, row {i}, column '{id_column}': duplicate value '{sample_id}' (first at row {seen[sample_id]})")
+            else:
+                seen[sample_id] = i
         for column, kind in NUMERIC_COLUMNS.items():
             if column in row:
-                row[column] = _number(row[column], kind, f"{path.name}, row {i}, column '{renames.get(column, column)}'")
+                row[column] = _number(row[column], kind, f"{path.name}, row {i}, column '{renames.get(column, column)}'", report)
         yield row
+    if empty:
+        raise InputError(f"{path.name}: the dataset has no rows")
+
+
+def _raise(message: str) -> None:
+    raise InputError(message)
 
 
 def _golden_names(path: Path, file_columns: list[str], renames: Mapping[str, str]) -> dict[str, str]:
@@ -237,26 +283,33 @@ def _digest(path: Path, renames: Mapping[str, str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _records(path: Path) -> Iterator[dict[str, Any]]:
+# A numbered record: its row number and its values, or None when it could not be read (reported).
+Numbered = tuple[int, dict[str, Any] | None]
+
+
+def _records(path: Path, report: Callable[[str], None]) -> Iterator[Numbered]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _csv_records(path)
+        return _csv_records(path, report)
     if suffix == ".jsonl":
-        return _jsonl_records(path)
+        return _jsonl_records(path, report)
     if suffix == ".parquet":
         return _parquet_records(path)
     raise InputError(f"{path.name}: unsupported dataset format '{suffix}' (expected .csv, .jsonl or .parquet)")
 
 
-def _csv_records(path: Path) -> Iterator[dict[str, Any]]:
+def _csv_records(path: Path, report: Callable[[str], None]) -> Iterator[Numbered]:
     """One dict per CSV record, streamed.
 
     Bytes that are not UTF-8 are decoded as lone surrogates (``surrogateescape``) so the record
     holding them, and its column, can be named exactly; then the file is scanned for their offset.
+    A header that is one column holding ``;`` or tabs is read with that delimiter (a spreadsheet's
+    export in a locale whose decimal mark is the comma), and the log says so.
     """
     csv.field_size_limit(1 << 30)  # a long context cell is data, not an attack
+    delimiter = _delimiter(path)
     with _open(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as text:
-        reader = csv.reader(text)
+        reader = csv.reader(text, delimiter=delimiter)
         try:
             header = _csv_header(path, reader)
             row = 0
@@ -267,12 +320,37 @@ def _csv_records(path: Path) -> Iterator[dict[str, Any]]:
                 if _has_bad_bytes(values):
                     cell = _bad_cell(values)
                     column = f", column '{header[cell]}'" if cell < len(header) else ""
-                    raise InputError(_bad_bytes_message(path, f"row {row}{column}"))
-                if len(values) != len(header):
-                    raise InputError(f"{path.name}, row {row}: {len(values)} fields where the header has {len(header)}")
-                yield dict(zip(header, values))
+                    report(_bad_bytes_message(path, f"row {row}{column}"))
+                    yield row, None
+                elif len(values) != len(header):
+                    report(f"{path.name}, row {row}: {len(values)} fields where the header has {len(header)}{_delimiter_hint(header, values)}")
+                    yield row, None
+                else:
+                    yield row, dict(zip(header, values))
         except csv.Error as exc:
             raise InputError(f"{path.name}, line {reader.line_num}: malformed CSV ({exc})") from None
+
+
+def _delimiter(path: Path) -> str:
+    """``,`` unless the first line has no comma outside quotes but does have ``;`` or tabs."""
+    with _open(path) as raw:
+        first = raw.readline(_CHUNK_BYTES).decode("utf-8-sig", errors="replace")
+    fields = next(csv.reader([first]), [])
+    if len(fields) == 1:
+        for delimiter, name in _OTHER_DELIMITERS.items():
+            if delimiter in first:
+                logger.info("%s: columns separated by %s (the header has no comma)", path.name, name)
+                return delimiter
+    return ","
+
+
+def _delimiter_hint(header: list[str], values: list[str]) -> str:
+    """Why a row may not match a one-column header: its fields are separated by something else."""
+    if len(header) != 1:
+        return ""
+    joined = ",".join(values)
+    found = [name for delimiter, name in _OTHER_DELIMITERS.items() if delimiter in joined]
+    return f" (the header is one column; are the columns separated by {found[0]}? use commas)" if found else ""
 
 
 def _csv_header(path: Path, reader: Iterator[list[str]]) -> list[str]:
@@ -328,40 +406,50 @@ def _first_bad_byte(path: Path) -> tuple[int, int, bytes]:
             offset += len(chunk)
 
 
-def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
+def _jsonl_records(path: Path, report: Callable[[str], None]) -> Iterator[Numbered]:
     """One dict per JSON line, streamed; every line must have the first line's keys."""
     keys = None
+    row = 0
     with _open(path) as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            row += 1
+            problem = None
             try:
                 record = json.loads(line.decode("utf-8"))
             except UnicodeDecodeError as exc:
-                raise InputError(f"{path.name}, line {line_no}: bytes that are not UTF-8 (byte {exc.start} of the line)") from None
+                problem = f"bytes that are not UTF-8 (byte {exc.start} of the line)"
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path.name}, line {line_no}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path.name}, line {line_no}: expected a JSON object, got {type(record).__name__}")
-            if keys is None:
-                keys = record.keys()
-            elif record.keys() != keys:
-                missing = sorted(set(keys) - set(record))
-                extra = sorted(set(record) - set(keys))
-                detail = f"missing {missing}" if missing else f"unexpected {extra}"
-                raise InputError(f"{path.name}, line {line_no}: keys differ from line 1 ({detail})")
-            yield record
+                problem = f"invalid JSON ({exc.msg})"
+            else:
+                if not isinstance(record, dict):
+                    problem = f"expected a JSON object, got {type(record).__name__}"
+                elif keys is None:
+                    keys = record.keys()
+                elif record.keys() != keys:
+                    missing = sorted(set(keys) - set(record))
+                    extra = sorted(set(record) - set(keys))
+                    problem = f"keys differ from line 1 ({f'missing {missing}' if missing else f'unexpected {extra}'})"
+            if problem is not None:
+                report(f"{path.name}, line {line_no}: {problem}")
+                yield row, None
+            else:
+                yield row, record
 
 
-def _parquet_records(path: Path) -> Iterator[dict[str, Any]]:
+def _parquet_records(path: Path) -> Iterator[Numbered]:
     """One dict per parquet row, read in record batches."""
     import pyarrow.parquet as pq
 
     with _open(path) as handle:
         try:
             batches = pq.ParquetFile(handle).iter_batches(batch_size=_PARQUET_BATCH_ROWS)
+            row = 0
             for batch in batches:
-                yield from batch.to_pylist()
+                for record in batch.to_pylist():
+                    row += 1
+                    yield row, record
         except Exception as exc:  # pyarrow raises many types for a damaged file
             raise InputError(f"{path.name}: cannot read parquet ({str(exc).splitlines()[0]})") from None
 
@@ -383,13 +471,16 @@ def _id_text(value: Any) -> str:
     return str(value).strip()
 
 
-def _number(value: Any, kind: type, where: str) -> int | float | None:
+def _number(value: Any, kind: type, where: str, report: Report = None) -> int | float | None:
+    """``value`` as a non-negative ``kind``; a problem goes to ``report`` (default: raised) and gives None."""
     if value is None:
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{where}: expected a number, got {str(value)[:40]!r}") from None
+        (report or _raise)(f"{where}: expected a number, got {str(value)[:40]!r}")
+        return None
     if math.isnan(number) or math.isinf(number) or number < 0:
-        raise InputError(f"{where}: expected a non-negative number, got {str(value)[:40]!r}")
+        (report or _raise)(f"{where}: expected a non-negative number, got {str(value)[:40]!r}")
+        return None
     return int(number) if kind is int else number

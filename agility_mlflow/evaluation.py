@@ -22,7 +22,7 @@ from agility_mlflow.backends import Backend, create_backend
 from agility_mlflow.cache import ResponseCache
 from agility_mlflow.config import Config, ModelConfig, SourceConfig, load_config
 from agility_mlflow.dataset import GROUND_TRUTH, SOURCE_ANSWER, GoldenDataset, load_dataset, references
-from agility_mlflow.errors import AgilityError, InputError
+from agility_mlflow.errors import AgilityError, InputError, Problems
 from agility_mlflow.pipeline import PlannedStep, run_steps, step_metrics, step_names
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.prompts import Template, load_template
@@ -105,29 +105,44 @@ def prepare(
         config = load_config(config)
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1, got {limit}")
-    dataset = load_dataset(config.resolve(config.dataset.path), config.dataset.columns).head(limit)
+    # Every check below reports into one list, so a user fixes the dataset and the config in one pass.
+    problems = Problems()
+    dataset = load_dataset(config.resolve(config.dataset.path), config.dataset.columns, problems).head(limit)
     registry = tracking_uri or config.resolved_tracking_uri()
     templates = {p.name: load_template(p.name, p.template, p.system, config.base_dir, registry) for p in config.prompts}
+    required: set[str] = set()
+
+    def require(columns: Sequence[str], why: str) -> None:
+        """Each column's missing values once, under the first reason that needs it."""
+        new = [column for column in columns if column not in required]
+        required.update(new)
+        with problems.collect():
+            dataset.require(new, why)
+
     step_outputs = {step.prompt: _earlier_outputs(config, step.name) for step in config.steps or []}
     for template in templates.values():
         earlier = step_outputs.get(template.name, set())
-        template.check_columns(set(dataset.columns) | earlier, dataset.path.name)
-        dataset.require(sorted(template.variables - earlier), f"prompt '{template.name}'")
+        with problems.collect():
+            template.check_columns(set(dataset.columns) | earlier, dataset.path.name)
+        require(sorted((template.variables - earlier) & set(dataset.columns)), f"prompt '{template.name}'")
     for step in config.steps or []:
         if step.replay:
-            dataset.require([step.replay], f"the replayed step '{step.name}'")
+            require([step.replay], f"the replayed step '{step.name}'")
             recorded = {step.replay_latency: float, step.replay_input_tokens: int, step.replay_output_tokens: int}
-            dataset.require_numbers({column: kind for column, kind in recorded.items() if column}, f"the replayed step '{step.name}'")
+            with problems.collect():
+                dataset.require_numbers({column: kind for column, kind in recorded.items() if column}, f"the replayed step '{step.name}'")
     metrics = [get_metric(name) for name in config.metrics]
     for metric in metrics:
         if metric.needs_reference:
-            dataset.require([GROUND_TRUTH], f"metric '{metric.name}'")
+            require([GROUND_TRUTH], f"metric '{metric.name}'")
         if isinstance(metric, JudgedMetric):
-            _check_judged(config, dataset, metric)
+            with problems.collect():
+                _check_judged(config, dataset, metric)
     configurations = _plan(config, dataset, templates, candidates, with_source)
     for configuration in configurations:
         if configuration.model.provider == "replay":
-            dataset.require([SOURCE_ANSWER], f"the replayed model '{configuration.name}'")
+            require([SOURCE_ANSWER], f"the replayed model '{configuration.name}'")
+    problems.raise_if_any()
     return Project(config, dataset, templates, metrics, configurations)
 
 

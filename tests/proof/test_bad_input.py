@@ -66,6 +66,10 @@ def _config_text(text: str) -> Build:
     return build
 
 
+# A validation pass reports every problem: these small datasets also lack what the project's prompt, metrics and source need.
+LACKS_ANSWERS = ("error: golden.csv: missing column 'answer_ground_truth' (needed by metric 'exact_match')\n"
+                 "error: golden.csv: missing column 'answer_source_llm' (needed by the replayed model 'source')")
+LACKS_CONTEXT = "error: prompt 'qa' (inline): placeholder '{{context}}' has no column in golden.jsonl (columns: question, sample_id)\n"
 NON_UTF8 = b"sample_id,question,context\nq1,ok,fine\nq2,caf\xe9 prices?,fine\n"
 # Expected stderr, with {config} and {dir} standing for the config file and its folder.
 CASES: dict[str, tuple[Build, str]] = {
@@ -86,7 +90,7 @@ CASES: dict[str, tuple[Build, str]] = {
     "dataset: missing id": (_run(_rows(sample_id=" ")), "error: golden.csv, row 2, column 'sample_id': missing sample id"),
     "dataset: bytes that are not UTF-8": (
         _raw_dataset("golden.csv", NON_UTF8),
-        "error: golden.csv, row 2, column 'question': bytes that are not UTF-8 (line 3, byte 44: b'\\xe9')"),
+        "error: golden.csv, row 2, column 'question': bytes that are not UTF-8 (line 3, byte 44: b'\\xe9')\n" + LACKS_ANSWERS),
     "dataset: NaN ground truth": (
         _run(_rows(answer_ground_truth="NaN")),
         "error: golden.csv, row 2 (sample_id 'q2'), column 'answer_ground_truth': missing value (needed by metric 'exact_match')"),
@@ -101,10 +105,11 @@ CASES: dict[str, tuple[Build, str]] = {
         _raw_dataset("golden.csv", b"sample_id,question,question\nq1,a,b\n"), "error: golden.csv: duplicate column 'question' in the header"),
     "dataset: invalid JSON line": (
         _raw_dataset("golden.jsonl", b'{"sample_id": "q1", "question": "a"}\n{"sample_id": \n'),
-        "error: golden.jsonl, line 2: invalid JSON (Expecting value)"),
+        "error: golden.jsonl, line 2: invalid JSON (Expecting value)\n" + LACKS_CONTEXT + LACKS_ANSWERS.replace(".csv", ".jsonl")),
     "dataset: JSON lines with other keys": (
         _raw_dataset("golden.jsonl", b'{"sample_id": "q1", "question": "a"}\n{"sample_id": "q2"}\n'),
-        "error: golden.jsonl, line 2: keys differ from line 1 (missing ['question'])"),
+        "error: golden.jsonl, line 2: keys differ from line 1 (missing ['question'])\n" + LACKS_CONTEXT
+        + LACKS_ANSWERS.replace(".csv", ".jsonl")),
     "dataset: damaged parquet": (
         _raw_dataset("golden.parquet", b"PAR1 not really"),
         "error: golden.parquet: cannot read parquet (Parquet magic bytes not found in footer. Either the file is corrupted "
@@ -118,7 +123,7 @@ CASES: dict[str, tuple[Build, str]] = {
     "config: wrong type": (
         _run(run={"concurrency": "many"}),
         "error: {config}: key 'run.concurrency': Input should be a valid integer, unable to parse string as an integer"),
-    "config: missing key": (_config_text("experiment: x\n"), "error: {config}: missing key 'dataset'"),
+    "config: missing key": (_config_text("experiment: x\n"), "error: {config}: missing key 'dataset'\nerror: {config}: missing key 'prompts'"),
     "config: not a mapping": (_config_text("- a\n- b\n"), "error: {config}: expected a mapping of config keys, got list"),
     "config: invalid YAML": (
         _config_text("experiment: x\ndataset: {path: [\n"),
@@ -153,7 +158,7 @@ CASES: dict[str, tuple[Build, str]] = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_exact_line_and_exit_2(name: str, tmp_path: Path) -> None:
+def test_bad_input_is_one_exact_line_per_problem_and_exit_2(name: str, tmp_path: Path) -> None:
     build, expected = CASES[name]
     result = CliRunner().invoke(main, build(tmp_path))
     message = expected.replace("{config}", str(tmp_path / "agility.yaml")).replace("{dir}", str(tmp_path))
