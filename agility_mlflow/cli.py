@@ -283,7 +283,10 @@ def check_command(
 
 
 def _use_tracking_uri(tracking_uri: str | None) -> None:
-    if tracking_uri:
-        import mlflow
+    import mlflow
 
+    from agility_mlflow.tracking import check_reachable
+
+    if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    check_reachable()

@@ -394,6 +394,8 @@ def run_project(
     """
     from agility_mlflow import tracking
 
+    config = config if isinstance(config, Config) else load_config(config)
+    tracking.check_reachable(tracking_uri or config.resolved_tracking_uri())  # seconds, not MLflow's minutes of retries
     project = prepare(config, limit=limit, candidates=candidates, tracking_uri=tracking_uri, with_source=with_source)
     backends = create_backends(project)
     cfg = project.config

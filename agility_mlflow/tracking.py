@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import warnings
@@ -34,6 +35,10 @@ HOST = "agility.host"
 PID = "agility.pid"
 ERROR = "agility.error"
 _PARAM_VALUE_LIMIT = 6000
+PREFLIGHT_TIMEOUT_S = 5.0
+"""How long the reachability check waits for a tracking server's first answer."""
+# The operating system's reason inside urllib3's message, e.g. "[Errno 111] Connection refused".
+_CONNECTION_REASON = re.compile(r"\[Errno -?\d+\] [^'\")]+|timed out|Name or service not known")
 
 
 def _redact_text(text: str) -> str:
@@ -46,10 +51,44 @@ def _redact_text(text: str) -> str:
     return text if cleaned == parsed else json.dumps(cleaned)
 
 
+def check_reachable(tracking_uri: str | None = None) -> None:
+    """Fail within seconds, with one line naming the URI, when an HTTP tracking server does not answer.
+
+    MLflow's client retries a dead server for minutes (seven retries with backoff) and then prints
+    urllib3's raw error; this one request has no retry and a short timeout. Any HTTP answer counts
+    (an authentication error or a proxy's 404 is for the real requests to report). Local stores
+    (``sqlite:``, files) need no check.
+
+    Raises:
+        AgilityError: The server did not answer (exit code 1 in the CLI).
+
+    Example:
+        >>> check_reachable("http://127.0.0.1:9")
+        Traceback (most recent call last):
+        ...
+        agility_mlflow.errors.AgilityError: tracking server http://127.0.0.1:9 is unreachable ([Errno 111] Connection refused); start it or pass another --tracking-uri
+    """
+    from mlflow.tracking._tracking_service.utils import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    from agility_mlflow.errors import AgilityError
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=PREFLIGHT_TIMEOUT_S, raise_on_status=False)
+    except MlflowException as exc:
+        found = _CONNECTION_REASON.search(str(exc))
+        reason = found.group(0).strip() if found else "no answer"
+        raise AgilityError(f"tracking server {uri} is unreachable ({reason}); start it or pass another --tracking-uri") from None
+
+
 def configure(tracking_uri: str | None, experiment: str) -> str:
     """Point MLflow at ``tracking_uri`` (if given) and return the id of ``experiment``, created if new."""
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    check_reachable()
     uri = mlflow.get_tracking_uri()
     if uri.startswith("sqlite:///") and MlflowClient().get_experiment_by_name(experiment) is None:
         # MLflow's default artifact root for a sqlite store is ./mlruns in whatever folder the command
@@ -69,6 +108,7 @@ def existing_experiment(config: Any, tracking_uri: str | None) -> str:
     uri = tracking_uri or config.resolved_tracking_uri()
     if uri:
         mlflow.set_tracking_uri(uri)
+    check_reachable()
     experiment = MlflowClient().get_experiment_by_name(config.experiment)
     if experiment is None:
         raise InputError(f"{config.path.name}: experiment '{config.experiment}' not found in {mlflow.get_tracking_uri()}; run `agility run` first")

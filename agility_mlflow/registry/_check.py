@@ -197,12 +197,14 @@ def check_model(
     import mlflow
     from mlflow import MlflowClient
 
+    from agility_mlflow import tracking
     from agility_mlflow.compare import read_results
     from agility_mlflow.scoring import get_metric
 
     parse_model_uri(model_uri)  # a malformed URI fails before any store is opened (or created)
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
+    tracking.check_reachable()
     minimums = dict(minimums or {})
     for name, value in minimums.items():
         try:

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from agility_mlflow.backends import Backend, create_backend
 from agility_mlflow.cache import ResponseCache
-from agility_mlflow.config import CandidateConfig, Config, SweepConfig
+from agility_mlflow.config import CandidateConfig, Config, SweepConfig, load_config
 from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.evaluation import (
     Configuration,
@@ -96,6 +96,8 @@ def run_sweep(
     """
     from agility_mlflow import tracking
 
+    config = config if isinstance(config, Config) else load_config(config)
+    tracking.check_reachable(tracking_uri or config.resolved_tracking_uri())  # seconds, not MLflow's minutes of retries
     project = prepare(config, tracking_uri=tracking_uri)
     cfg = project.config
     if cfg.sweep is None:
