@@ -263,18 +263,21 @@ def register_command(config: str, name: str, run_id: str | None, alias: str, tra
 @click.option("--model", "model_uri", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
 @click.option("--dataset", required=True, type=click.Path(dir_okay=False), help="The (refreshed) golden dataset.")
 @click.option("--min", "minimums", multiple=True, help="METRIC=VALUE: fail below this mean (repeatable).")
+@click.option("--columns", "columns", multiple=True,
+              help="KEY=COLUMN: read golden column KEY from the dataset's COLUMN (repeatable; default: the renames the model was registered with).")
 @click.option("--experiment", help="Experiment for the check run (default: the one the model was registered from).")
 @click.option("--no-cache", is_flag=True, help="Call the model for every sample instead of reusing cached answers.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI).")
 @_handle_errors
 def check_command(
-    model_uri: str, dataset: str, minimums: tuple[str, ...], experiment: str | None, no_cache: bool, tracking_uri: str | None
+    model_uri: str, dataset: str, minimums: tuple[str, ...], columns: tuple[str, ...], experiment: str | None, no_cache: bool,
+    tracking_uri: str | None,
 ) -> None:
     """Re-evaluate a registered model; exit 1 when a threshold, its error limit or its registered scores no longer hold."""
-    from agility_mlflow.registry import check_model, parse_minimums
+    from agility_mlflow.registry import check_model, parse_columns, parse_minimums
 
-    result = check_model(model_uri, dataset, minimums=parse_minimums(minimums), experiment=experiment, tracking_uri=tracking_uri,
-                         cache=not no_cache)
+    result = check_model(model_uri, dataset, minimums=parse_minimums(minimums), columns=parse_columns(columns), experiment=experiment,
+                         tracking_uri=tracking_uri, cache=not no_cache)
     for reason in result.reasons:
         click.echo(reason)
     click.echo(f"{'pass' if result.passed else 'FAIL'}: {model_uri} (check run {result.run_id})")

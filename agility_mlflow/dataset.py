@@ -251,9 +251,11 @@ def _raise(message: str) -> None:
 
 def _golden_names(path: Path, file_columns: list[str], renames: Mapping[str, str]) -> dict[str, str]:
     """``{file_column: golden_name}`` after checking that every rename and ``sample_id`` has a column."""
+    problems = Problems()
     for golden, source in renames.items():
         if source not in file_columns:
-            raise InputError(f"{path.name}: missing column '{source}' (mapped to '{golden}' by dataset.columns)")
+            problems.add(f"{path.name}: missing column '{source}' (mapped to '{golden}' by dataset.columns)")
+    problems.raise_if_any()
     to_golden = {source: golden for golden, source in renames.items()}
     if SAMPLE_ID not in [to_golden.get(c, c) for c in file_columns]:
         hint = " (map another column with dataset.columns: {sample_id: YOUR_ID_COLUMN})"

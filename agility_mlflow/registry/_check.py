@@ -10,6 +10,7 @@ registration, as ``agility compare`` requires of a candidate.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from agility_mlflow.errors import InputError
+from agility_mlflow.registry._register import DATASET_COLUMNS
+
+logger = logging.getLogger("agility_mlflow")
 
 CHECK = "agility.check"
 CHECK_MODEL = "agility.check_model"
@@ -162,11 +166,32 @@ def judge(
     return passed, reasons
 
 
+def parse_columns(pairs: Sequence[str]) -> dict[str, str]:
+    """``["sample_id=financebench_id"]`` as ``{"sample_id": "financebench_id"}`` (golden name = the file's column).
+
+    Example:
+        >>> parse_columns(["sample_id=financebench_id", "answer_ground_truth=ground_truths"])
+        {'sample_id': 'financebench_id', 'answer_ground_truth': 'ground_truths'}
+        >>> parse_columns(["sample_id"])
+        Traceback (most recent call last):
+        ...
+        agility_mlflow.errors.InputError: --columns 'sample_id': use KEY=COLUMN, e.g. sample_id=financebench_id
+    """
+    columns = {}
+    for pair in pairs:
+        key, sep, column = (part.strip() for part in pair.partition("="))
+        if not sep or not key or not column:
+            raise InputError(f"--columns '{pair}': use KEY=COLUMN, e.g. sample_id=financebench_id")
+        columns[key] = column
+    return columns
+
+
 def check_model(
     model_uri: str,
     dataset: str | os.PathLike[str],
     *,
     minimums: Mapping[str, float] | None = None,
+    columns: Mapping[str, str] | None = None,
     experiment: str | None = None,
     tracking_uri: str | None = None,
     cache: bool = True,
@@ -181,6 +206,9 @@ def check_model(
         model_uri: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` of a model ``agility register`` made.
         dataset: The golden dataset to evaluate on (``.csv``, ``.jsonl``, ``.parquet``).
         minimums: Metric name to the lowest acceptable mean (the metric must be a known one).
+        columns: Renames ``{golden_name: file_column}`` for ``dataset``, over those the model was
+            registered with (its config's ``dataset.columns``), so a dataset kept in the team's own
+            column names is read as it was at registration.
         experiment: Experiment for the check run; default the one the model was registered from.
         tracking_uri: Overrides ``MLFLOW_TRACKING_URI``.
         cache: Serve answers from the response cache; ``False`` calls the model for every sample (to
@@ -218,11 +246,19 @@ def check_model(
     metrics = [*registered.scores, *[m for m in minimums if m not in registered.scores]]
     if not metrics:
         raise InputError(f"{model_uri} records no scores and no --min was given: nothing to check")
-    config = _check_config(version, model_config, Path(dataset), metrics, experiment or version.tags.get("agility.experiment"), cache)
+    registered_renames = json.loads(version.tags.get(DATASET_COLUMNS, "{}"))
+    if registered_renames:
+        logger.info("reading %s with the column renames %s was registered with (override with --columns KEY=COLUMN)",
+                    Path(dataset).name, registered_renames)
+    renames = {**registered_renames, **(columns or {})}
+    config = _check_config(version, model_config, Path(dataset), renames, metrics, experiment or version.tags.get("agility.experiment"), cache)
     return _evaluate_and_judge(config, version, model_uri, model_config["prompt_uri"], minimums, registered)
 
 
-def _check_config(version: Any, model_config: Mapping[str, Any], dataset: Path, metrics: list[str], experiment: str | None, cache: bool) -> Any:
+def _check_config(
+    version: Any, model_config: Mapping[str, Any], dataset: Path, columns: Mapping[str, str], metrics: list[str], experiment: str | None,
+    cache: bool,
+) -> Any:
     from pydantic import ValidationError
 
     from agility_mlflow.config import Config
@@ -232,7 +268,7 @@ def _check_config(version: Any, model_config: Mapping[str, Any], dataset: Path, 
     try:
         return Config.model_validate({
             "experiment": experiment or "agility-check",
-            "dataset": {"path": str(dataset)},
+            "dataset": {"path": str(dataset), "columns": dict(columns)},
             "prompts": [{"name": model_config["prompt_name"], "template": model_config["prompt_uri"]}],
             "candidates": [{"name": version.name, **model}],
             "metrics": metrics,

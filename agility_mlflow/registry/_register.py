@@ -19,6 +19,8 @@ logger = logging.getLogger("agility_mlflow")
 MODEL_CODE = Path(__file__).with_name("_model.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 REGISTERED_FROM = "agility.registered_from_run"
+DATASET_COLUMNS = "agility.dataset_columns"
+"""Version tag: the ``dataset.columns`` renames the run was evaluated with, which ``agility check`` applies."""
 # MLflow accepts more, but these characters are safe in filters, URIs and shells alike.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -104,6 +106,7 @@ def register(
     tags = {
         REGISTERED_FROM: run_id,
         "agility.experiment": cfg.experiment,
+        DATASET_COLUMNS: json.dumps(cfg.dataset.columns, sort_keys=True),
         "agility.metrics": json.dumps(metric_names),
         "agility.margins": json.dumps({m: decision.margins.get(m, decision.margin) for m in metric_names}),
         "agility.confidence": repr(decision.confidence),
