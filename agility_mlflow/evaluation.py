@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agility_mlflow.backends import Backend, create_backend
+from agility_mlflow.backends import Backend, Generation, create_backend
 from agility_mlflow.cache import ResponseCache
 from agility_mlflow.config import Config, ModelConfig, SourceConfig, load_config
 from agility_mlflow.dataset import GROUND_TRUTH, SOURCE_ANSWER, GoldenDataset, load_dataset, references
@@ -523,12 +523,20 @@ def _log_traces(project: Project, configuration: Configuration, result: Evaluati
             input_tokens=generation.input_tokens if generation else None,
             output_tokens=generation.output_tokens if generation else None,
             attributes={"agility.sample_id": outcome.sample_id, "agility.prompt": prompt_uri, "agility.cached": outcome.cached, **scores},
+            cost_usd=_cost_split(result.price, generation),
         )
         if generation is not None:
             assessments += [(trace_id, m.name, row[m.name], row[f"{m.name}_reasoning"], row[f"{m.name}_error"]) for m in judged]
     tracking.flush_traces()
     if assessments:
         tracking.log_judge_assessments(assessments, judged[0].judge.name if judged[0].judge else "judge")
+
+
+def _cost_split(price: Price | None, generation: Generation | None) -> tuple[float, float] | None:
+    """(input, output) USD of one answer at the run's price, for the trace's cost; ``None`` when unknown."""
+    if generation is None or cost_usd(price, generation.input_tokens, generation.output_tokens) is None:
+        return None
+    return cost_usd(price, generation.input_tokens, 0) or 0.0, cost_usd(price, 0, generation.output_tokens) or 0.0
 
 
 def summary_table(summaries: Sequence[RunSummary], metric_names: Sequence[str]) -> str:

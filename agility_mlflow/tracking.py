@@ -21,7 +21,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag, SpanType
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from agility_mlflow._process import process_alive
@@ -329,8 +329,10 @@ def log_dataset(rows: Sequence[Mapping[str, Any]], source: str, name: str, diges
 
 
 def flush_traces() -> None:
-    """Wait until queued traces are written, so a run ends only after its traces are stored."""
-    mlflow.flush_trace_async_logging(terminate=False)
+    """Wait until the queued sample traces are written, so a run ends only after its traces are stored."""
+    from agility_mlflow import _trace_writer
+
+    _trace_writer.flush()
 
 
 def log_sample_trace(
@@ -346,25 +348,25 @@ def log_sample_trace(
     input_tokens: int | None,
     output_tokens: int | None,
     attributes: Mapping[str, Any],
-) -> str | None:
-    """One trace for one sample, timed as the call was, with token usage for MLflow's cost view.
+    cost_usd: tuple[float, float] | None = None,
+) -> str:
+    """One trace for one sample, timed as the call was, with token usage and cost for MLflow's views.
 
-    Must be called while the sample's run is active, so the trace is linked to it.
+    Must be called while the sample's run is active, so the trace is linked to it. Returns the
+    trace id at once: the trace is written in bulk in the background (:func:`flush_traces` waits),
+    so logging it never waits on the tracking store.
     """
-    span = mlflow.start_span_no_context(
-        name=name,
-        span_type=SpanType.CHAT_MODEL,
-        inputs={"messages": list(messages)},
-        attributes={"mlflow.llm.model": model_id, "mlflow.llm.provider": provider, **attributes},
-        start_time_ns=start_ns,
+    from agility_mlflow import _trace_writer
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_sample_trace needs an active run")
+    trace_id, span = _trace_writer.sample_span(
+        name=name, provider=provider, model_id=model_id, messages=messages, output=output, error=error, start_ns=start_ns,
+        end_ns=end_ns, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd, attributes=attributes,
     )
-    if input_tokens is not None and output_tokens is not None:
-        span.set_attribute(
-            "mlflow.chat.tokenUsage",
-            {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens},
-        )
-    span.end(outputs=output if error is None else {"error": error}, status="ERROR" if error else "OK", end_time_ns=end_ns)
-    return span.trace_id
+    _trace_writer.submit(mlflow.get_tracking_uri(), run.info.experiment_id, run.info.run_id, trace_id, span)
+    return trace_id
 
 
 def log_pyfunc_model(

@@ -1,0 +1,201 @@
+"""Sample traces written in bulk by a background writer, off the model calls' path.
+
+MLflow's own tracing path costs about 20 ms per trace here: an OpenTelemetry span through the
+tracer, then per trace a ``log_spans`` and a ``start_trace`` transaction (the second one colliding
+with the first and taking the store's slow merge path). A sample trace is one finished span whose
+every field is known when it is logged, so it is built directly as an MLflow span entity, queued,
+and written by one thread with ``log_spans`` many traces per transaction (one OTLP request
+through a server), then linked to its run ``MAX_TRACE_LINKS_PER_REQUEST`` at a time.
+
+The stored trace is what MLflow's path stores: one trace per sample in the run's experiment, its
+name, inputs and outputs (the request and response previews), state, timing, token usage and cost
+(computed from the run's own prices), found by ``mlflow.search_traces(run_id=...)`` and shown on
+the run's Traces tab.
+
+Example:
+    >>> trace_id, span = sample_span(name="m/p", provider="openai", model_id="gpt-4o-mini",
+    ...     messages=[{"role": "user", "content": "hi"}], output="hello", error=None, start_ns=0,
+    ...     end_ns=10**8, input_tokens=3, output_tokens=1, cost_usd=None, attributes={})
+    >>> trace_id.startswith("tr-"), span.trace_id == trace_id
+    (True, True)
+    >>> submit("sqlite:///mlflow.db", "1", run_id, trace_id, span)  # doctest: +SKIP
+    >>> flush()  # doctest: +SKIP
+    0
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Spans per log_spans call: one transaction (one request through a server) each.
+_CHUNK = 250
+
+
+@dataclass
+class _Pending:
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+    trace_id: str
+    span: Any
+
+
+def sample_span(
+    *,
+    name: str,
+    provider: str,
+    model_id: str,
+    messages: Sequence[Mapping[str, str]],
+    output: str | None,
+    error: str | None,
+    start_ns: int,
+    end_ns: int,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cost_usd: tuple[float, float] | None,
+    attributes: Mapping[str, Any],
+) -> tuple[str, Any]:
+    """A new trace id and the one finished ``CHAT_MODEL`` span of that trace, as MLflow stores it.
+
+    ``cost_usd`` is ``(input, output)`` in USD, shown as the trace's cost; ``None`` leaves it unknown.
+    """
+    from mlflow.entities import Span, SpanType
+    from mlflow.tracing.constant import SpanAttributeKey, TraceTagKey
+    from mlflow.tracing.utils import TraceJSONEncoder, build_otel_context
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import Status, StatusCode
+
+    otel_trace_id = random.getrandbits(128) or 1
+    trace_id = f"tr-{otel_trace_id:032x}"
+    values: dict[str, Any] = {
+        SpanAttributeKey.REQUEST_ID: trace_id,
+        SpanAttributeKey.SPAN_TYPE: SpanType.CHAT_MODEL,
+        SpanAttributeKey.INPUTS: {"messages": [dict(m) for m in messages]},
+        SpanAttributeKey.OUTPUTS: output if error is None else {"error": error},
+        SpanAttributeKey.MODEL: model_id,
+        SpanAttributeKey.MODEL_PROVIDER: provider,
+        f"{SpanAttributeKey.TRACE_TAG_PREFIX}{TraceTagKey.TRACE_NAME}": name,
+        **attributes,
+    }
+    if input_tokens is not None and output_tokens is not None:
+        values[SpanAttributeKey.CHAT_USAGE] = {
+            "input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens,
+        }
+    if cost_usd is not None:
+        values[SpanAttributeKey.LLM_COST] = {"input_cost": cost_usd[0], "output_cost": cost_usd[1], "total_cost": sum(cost_usd)}
+    # MLflow keeps every span attribute JSON-encoded, as its own spans do.
+    encoded = {key: json.dumps(value, cls=TraceJSONEncoder, ensure_ascii=False) for key, value in values.items()}
+    status = Status(StatusCode.ERROR, error) if error is not None else Status(StatusCode.OK)
+    span = ReadableSpan(
+        name=name,
+        context=build_otel_context(otel_trace_id, random.getrandbits(64) or 1),
+        parent=None,
+        start_time=start_ns,
+        end_time=max(end_ns, start_ns),
+        attributes=encoded,
+        status=status,
+        resource=Resource.get_empty(),  # Resource.create() probes the host: slow, and nothing of it is stored
+    )
+    return trace_id, Span(span)
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    first: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, count: int, exc: BaseException) -> None:
+        with self.lock:
+            self.count += count
+            self.first = self.first or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+class TraceWriter:
+    """Writes submitted sample spans in bulk from one background thread; :meth:`flush` waits for them.
+
+    ``submit`` only queues, so it never waits on the tracking store. A write that fails is logged
+    (with the number of traces lost) when the writer is flushed; the run's results do not depend on it.
+    """
+
+    def __init__(self, chunk: int = _CHUNK) -> None:
+        self._chunk = chunk
+        self._queue: list[_Pending] = []
+        self._cond = threading.Condition()
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._failures = _Failures()
+
+    def submit(self, tracking_uri: str, experiment_id: str, run_id: str, trace_id: str, span: Any) -> None:
+        with self._cond:
+            self._queue.append(_Pending(tracking_uri, experiment_id, run_id, trace_id, span))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._drain, name="agility-trace-writer", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self) -> int:
+        """Wait until every submitted trace is written; returns how many could not be written (logged)."""
+        with self._cond:
+            while self._queue or self._busy:
+                self._cond.wait()
+        failures, self._failures = self._failures, _Failures()
+        if failures.count:
+            logger.warning("%d sample traces could not be written to MLflow (%s); the run's results are complete", failures.count, failures.first)
+        return failures.count
+
+    def _drain(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if not self._cond.wait(timeout=5.0) and not self._queue:
+                        self._thread = None
+                        return  # idle: a later submit starts a new thread
+                batch, self._queue = self._queue[: self._chunk], self._queue[self._chunk :]
+                self._busy = True
+            try:
+                self._write(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[_Pending]) -> None:
+        from mlflow import MlflowClient
+        from mlflow.store.tracking import MAX_TRACE_LINKS_PER_REQUEST
+        from mlflow.tracing.client import TracingClient
+
+        groups: dict[tuple[str, str, str], list[_Pending]] = {}
+        for pending in batch:
+            groups.setdefault((pending.tracking_uri, pending.experiment_id, pending.run_id), []).append(pending)
+        for (tracking_uri, experiment_id, run_id), items in groups.items():
+            try:
+                TracingClient(tracking_uri).log_spans(experiment_id, [item.span for item in items])
+                ids = [item.trace_id for item in items]
+                client = MlflowClient(tracking_uri)
+                for start in range(0, len(ids), MAX_TRACE_LINKS_PER_REQUEST):
+                    client.link_traces_to_run(ids[start : start + MAX_TRACE_LINKS_PER_REQUEST], run_id)
+            except Exception as exc:  # noqa: BLE001 - a lost trace must not sink the run: counted and reported
+                self._failures.add(len(items), exc)
+
+
+_writer = TraceWriter()
+
+
+def submit(tracking_uri: str, experiment_id: str, run_id: str, trace_id: str, span: Any) -> None:
+    """Queue one sample span for the process's writer."""
+    _writer.submit(tracking_uri, experiment_id, run_id, trace_id, span)
+
+
+def flush() -> int:
+    """Wait for the process's writer; the number of traces that could not be written."""
+    return _writer.flush()

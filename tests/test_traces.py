@@ -1,0 +1,70 @@
+"""Sample traces written in bulk: one per sample, linked to its run, with the call's timing, tokens and cost."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from agility_mlflow import _trace_writer, tracking
+from agility_mlflow.evaluation import run_project
+from tests.helpers import GOLDEN_ROWS, write_project
+
+PRICING = {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}
+
+
+def test_replayed_run_has_one_trace_per_sample_as_mlflow_shows_it(tmp_path: Path) -> None:
+    config = write_project(tmp_path, pricing=PRICING)
+    (source,) = run_project(config, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    experiment_id = client.get_run(source.run_id).info.experiment_id
+
+    traces = mlflow.search_traces(locations=[experiment_id], run_id=source.run_id, return_type="list")
+    by_sample = {t.data.spans[0].attributes["agility.sample_id"]: t for t in traces}
+    assert sorted(by_sample) == ["q1", "q2", "q3"] and len(traces) == 3
+    for row in GOLDEN_ROWS:
+        trace = by_sample[row["sample_id"]]
+        info, (span,) = trace.info, trace.data.spans
+        tokens_in, tokens_out = int(row["input_token_source_llm"]), int(row["output_token_source_llm"])
+        assert info.state.value == "OK" and info.tags["mlflow.traceName"] == "source"
+        assert info.token_usage == {"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}
+        cost = json.loads(info.trace_metadata["mlflow.trace.cost"])
+        assert cost["input_cost"] == pytest.approx(tokens_in * 0.15 / 1e6) and cost["output_cost"] == pytest.approx(tokens_out * 0.6 / 1e6)
+        assert row["question"] in info.request_preview and info.response_preview == json.dumps(row["answer_source_llm"])
+        assert span.span_type == "CHAT_MODEL" and span.outputs == row["answer_source_llm"]
+        assert span.inputs["messages"][0] == {"role": "system", "content": "You are a financial analyst."}
+        assert span.attributes["mlflow.llm.model"] == "gpt-4o-mini" and span.attributes["agility.score.exact_match"] in (0.0, 1.0)
+
+
+def test_a_failed_sample_is_an_error_trace(tmp_path: Path) -> None:
+    tracking.configure(f"sqlite:///{tmp_path / 'mlflow.db'}", "errors")
+    with mlflow.start_run() as run:
+        start = time.time_ns()
+        trace_id = tracking.log_sample_trace(
+            name="m/p", provider="openai", model_id="m", messages=[{"role": "user", "content": "hi"}], output=None,
+            error="ProviderError: timed out", start_ns=start, end_ns=start + 2_000_000, input_tokens=None, output_tokens=None,
+            attributes={"agility.sample_id": "s1"},
+        )
+        tracking.flush_traces()
+    trace = mlflow.get_trace(trace_id)
+    assert trace.info.state.value == "ERROR" and trace.info.token_usage is None
+    assert trace.data.spans[0].outputs == {"error": "ProviderError: timed out"}
+    assert [t.info.trace_id for t in mlflow.search_traces(run_id=run.info.run_id, return_type="list")] == [trace_id]
+
+
+def test_a_write_that_fails_is_counted_and_reported_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.configure(uri, "lost")
+    spans = [_trace_writer.sample_span(name="m", provider="openai", model_id="m", messages=[], output="x", error=None, start_ns=1,
+                                       end_ns=2, input_tokens=1, output_tokens=1, cost_usd=None, attributes={}) for _ in range(3)]
+    for trace_id, span in spans:
+        _trace_writer.submit(uri, "424242", "no-such-run", trace_id, span)  # no such experiment
+    with caplog.at_level(logging.WARNING, logger="agility_mlflow._trace_writer"):
+        assert _trace_writer.flush() == 3
+    assert "3 sample traces could not be written to MLflow" in caplog.text
+    assert _trace_writer.flush() == 0  # reported once
