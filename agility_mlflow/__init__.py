@@ -13,15 +13,22 @@ from agility_mlflow._env import apply_offline_defaults
 
 apply_offline_defaults()
 
-from agility_mlflow.config import Config, load_config  # noqa: E402
-from agility_mlflow.dataset import GoldenDataset, load_dataset  # noqa: E402
 from agility_mlflow.errors import AgilityError, InputError, ProviderError, RetryableError  # noqa: E402
 
-_LAZY = {"RunSummary": "agility_mlflow.evaluation", "prepare": "agility_mlflow.evaluation", "run_project": "agility_mlflow.evaluation"}
+_LAZY = {
+    "Config": "agility_mlflow.config",
+    "load_config": "agility_mlflow.config",
+    "GoldenDataset": "agility_mlflow.dataset",
+    "load_dataset": "agility_mlflow.dataset",
+    "RunSummary": "agility_mlflow.evaluation",
+    "prepare": "agility_mlflow.evaluation",
+    "run_project": "agility_mlflow.evaluation",
+}
 
 
 def __getattr__(name: str) -> object:
-    # The evaluation stack (runner, pricing, scoring) loads on first use, keeping `import agility_mlflow` fast.
+    # Everything but the errors loads on first use (pydantic's models alone take ~0.3 s), so
+    # `import agility_mlflow` and `agility --help` stay fast.
     if name in _LAZY:
         import importlib
 
