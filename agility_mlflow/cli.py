@@ -155,6 +155,22 @@ def compare_command(config: str, tracking_uri: str | None, output: str) -> None:
     click.echo(f"report: {result.report_html}  (comparison run {result.run_id})")
 
 
+@main.command("analyze")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--run-id", "run_ids", multiple=True, help="Analyze this candidate or trial run (repeatable; default: the latest of each candidate).")
+@click.option("--output", type=click.Path(file_okay=False), default="agility-analysis", show_default=True,
+              help="Folder for analysis.md and analysis.json.")
+@click.option("--offline", is_flag=True, help="Categorize from drift signals and clustering even when the config has a judge.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: the config's, then MLFLOW_TRACKING_URI).")
+@_handle_errors
+def analyze_command(config: str, run_ids: tuple[str, ...], output: str, offline: bool, tracking_uri: str | None) -> None:
+    """Why a candidate loses, where, and how its answers drift from the source's; logged on each analyzed run."""
+    from agility_mlflow.analysis import analyze
+
+    result = analyze(config, run_ids=run_ids, tracking_uri=tracking_uri, output=output, offline=offline)
+    click.echo(result.text())
+
+
 @main.command("migrate")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--prompt", "prompt", required=True, help="The config prompt to migrate.")

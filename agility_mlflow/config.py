@@ -274,6 +274,11 @@ class DecisionConfig(_Strict):
     """Decide at most this many runs (the best by the first primary metric); the rest are listed only."""
     worst_samples: int = Field(5, ge=0, le=100)
     """Samples per candidate shown for error analysis in the report."""
+    slices: list[str] = Field(default_factory=list)
+    """Dataset columns to decide on value by value as well (``question_type``, a segment, a language);
+    the slice tests are Holm-adjusted and a passing candidate worse on a slice is named ``COLUMN=VALUE``."""
+    slice_min_samples: int = Field(10, ge=2)
+    """A slice with fewer paired samples than this is reported as insufficient, not tested."""
 
     @field_validator("margins")
     @classmethod
@@ -281,6 +286,42 @@ class DecisionConfig(_Strict):
         for name, margin in value.items():
             if margin < 0:
                 raise ValueError(f"margin for '{name}' must be 0 or more, got {margin}")
+        return value
+
+
+class AnalysisConfig(_Strict):
+    """The ``analysis:`` section: which samples ``agility analyze`` categorizes, and into what.
+
+    A candidate's sample is analyzed when it scores below the source on ``metric`` (paired by
+    sample id) or below ``threshold``. With a ``judge:`` the judge names each one's category and
+    reason; without one the categories come from the drift signals and a clustering of the answers.
+    """
+
+    metric: str | None = None
+    """The score that says a sample failed; default the first primary metric (``decision.primary``, else ``metrics:``)."""
+    threshold: float | None = None
+    """Also analyze samples scoring below this on ``metric`` (the source's too), not only those below the source."""
+    categories: dict[str, str] | None = None
+    """Your own taxonomy ``{name: description}``; default: wrong_number, missing_unit, unsupported_claim,
+    incomplete, too_verbose, refusal, format, ignored_instruction, other."""
+    clusters: int | None = Field(None, ge=1, le=50)
+    """Offline: k-means clusters of the failing answers; default about one per five failing samples (at most 8)."""
+    seed: int = 0
+    """Offline clustering seed: the same runs give the same clusters."""
+    examples: int = Field(2, ge=0, le=20)
+    """Examples shown per category."""
+
+    @field_validator("categories")
+    @classmethod
+    def _category_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one category, or leave the key out for the default taxonomy")
+            for name, description in value.items():
+                if not name.replace("_", "").replace("-", "").isalnum():
+                    raise ValueError(f"category '{name}': use letters, digits, '-' and '_' (it becomes a metric name)")
+                if not str(description).strip():
+                    raise ValueError(f"category '{name}': description is empty")
         return value
 
 
@@ -363,6 +404,7 @@ class Config(_Strict):
     run: RunSettings = Field(default_factory=RunSettings)
     sweep: SweepConfig | None = None
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     judge: JudgeConfig | None = None
     """The judge model; metrics that need one (``llm_judge``, Ragas, DeepEval) fail fast without it."""
     steps: list[StepConfig] | None = None

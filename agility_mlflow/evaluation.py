@@ -193,6 +193,18 @@ def create_judge(project: Project, runner: Runner) -> Judge | None:
     cfg = project.config
     if not project.judged_metrics or cfg.judge is None:
         return None
+    judge = build_judge(cfg, runner)
+    judge.embedder = Embedder(cfg.judge.embeddings)
+    project.metrics = [dataclasses.replace(m, judge=judge) if isinstance(m, JudgedMetric) else m for m in project.metrics]
+    return judge
+
+
+def build_judge(cfg: Config, runner: Runner) -> Judge:
+    """The config's ``judge:`` model behind ``runner``, priced; a bad judge section is an :class:`InputError`.
+
+    The caller closes ``judge.backend``.
+    """
+    assert cfg.judge is not None
     try:
         backend = create_backend(cfg.judge, cfg.run)
     except AgilityError as exc:
@@ -200,10 +212,7 @@ def create_judge(project: Project, runner: Runner) -> Judge | None:
     price = lookup_price(cfg.judge.provider, cfg.judge.model_id, cfg.price_overrides())
     if price is None:
         logger.warning("no price known for judge model '%s': judge cost is reported as unknown (add it under pricing:)", cfg.judge.model_id)
-    judge = Judge(cfg.judge, runner, backend, price, style_guide=judge_style_guide(cfg))
-    judge.embedder = Embedder(cfg.judge.embeddings)
-    project.metrics = [dataclasses.replace(m, judge=judge) if isinstance(m, JudgedMetric) else m for m in project.metrics]
-    return judge
+    return Judge(cfg.judge, runner, backend, price, style_guide=judge_style_guide(cfg))
 
 
 def judge_style_guide(cfg: Config) -> str | None:

@@ -257,6 +257,40 @@ def log_results_table(run_id: str, rows: Sequence[Mapping[str, Any]], artifact_f
         mlflow.log_table(pd.DataFrame(list(rows)), artifact_file=artifact_file, run_id=run_id)
 
 
+def replace_table(run_id: str, rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:
+    """A per-sample table in ``log_table``'s JSON layout (``columns``, ``data``), replaced if it exists.
+
+    ``log_table`` appends to an existing table, so an analysis run twice would double its rows; this writes it anew.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    table = json.loads(frame.to_json(orient="split", index=False, date_format="iso", default_handler=str))
+    MlflowClient().log_dict(run_id, {"columns": table["columns"], "data": table["data"]}, artifact_file)
+
+
+def log_category_assessments(run_id: str, categories: Mapping[str, tuple[str, str]], *, judge: str | None) -> int:
+    """Each analyzed sample's ``error_category`` (with its reason) as feedback on the sample's trace; returns how many landed.
+
+    ``judge`` (``provider:model_id``) sources them to an LLM judge; ``None``: to the offline analysis (code).
+    Samples without a trace (``traces: false``, runs logged by other tools) are skipped.
+    """
+    from mlflow.entities import AssessmentSource
+
+    source = (AssessmentSource(source_type="LLM_JUDGE", source_id=judge) if judge
+              else AssessmentSource(source_type="CODE", source_id="agility analyze (offline)"))
+    experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    logged = 0
+    for trace in mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list"):
+        spans = trace.data.spans
+        sample_id = str(spans[0].attributes.get("agility.sample_id")) if spans else None
+        if sample_id in categories:
+            category, reason = categories[sample_id]
+            mlflow.log_feedback(trace_id=trace.info.trace_id, name="error_category", value=category, rationale=reason or None, source=source)
+            logged += 1
+    return logged
+
+
 def log_artifacts(run_id: str, paths: Sequence[Path]) -> None:
     """Files (a report, its verdicts) as artifacts of ``run_id``."""
     client = MlflowClient()

@@ -77,6 +77,7 @@ def compare(
     cfg = config if isinstance(config, Config) else load_config(config)
     metrics, primary = _check_decision(cfg)
     decision = cfg.decision
+    slices = _slice_values(cfg)
     experiment_id = tracking.existing_experiment(cfg, tracking_uri)
     client = MlflowClient()
     source = _query.latest_source_run(experiment_id, client=client)
@@ -105,14 +106,52 @@ def compare(
         _unreadable(source, run, cfg) if run.rows is None else decide(source, run, metrics=metrics, primary=primary, decision=decision)
         for run in loaded
     ] + [decide(source, run, metrics=metrics, primary=primary, decision=decision) for run in over_limit]
+    analyses = _analyses(cfg, source, verdicts, slices)
+    verdicts = [_with_slices(verdict, analyses.get(verdict.run.run_id)) for verdict in verdicts]
     ranked = rank(verdicts, tie_break=decision.tie_break, primary_metric=primary[0])
     winner = ranked[0] if ranked and ranked[0].passed else None
     comparison = Comparison(
         cfg.experiment, source, ranked, winner, metrics, primary, decision, not_decided, _questions(cfg),
-        output_dir=Path(output if output is not None else DEFAULT_OUTPUT),
+        output_dir=Path(output if output is not None else DEFAULT_OUTPUT), analyses=analyses,
     )
     _log_comparison(comparison, experiment_id, parent_run_id)
     return comparison
+
+
+def _slice_values(cfg: Config) -> dict[str, dict[str, str]] | None:
+    """Sample id to its ``decision.slices`` values; a column missing from the dataset is an input error, before any query."""
+    if not cfg.decision.slices:
+        return None
+    from agility_mlflow.analysis import slice_values
+    from agility_mlflow.dataset import load_dataset
+
+    dataset = load_dataset(cfg.resolve(cfg.dataset.path), cfg.dataset.columns)
+    return slice_values(dataset.rows, cfg.decision.slices, where=f"{cfg.path.name}: dataset {dataset.path.name}")
+
+
+def _analyses(cfg: Config, source: RunRecord, verdicts: list[Verdict], slices: dict[str, dict[str, str]] | None) -> dict[str, Any]:
+    """The offline error analysis (drift, categories, slices) of every decided run with per-sample results, by run id.
+
+    No model is called here: categories come from drift signals and clustering (``agility analyze`` asks the judge).
+    """
+    from agility_mlflow.analysis import analyze_run
+
+    questions = _questions(cfg)
+    return {
+        verdict.run.run_id: analyze_run(cfg, source, verdict.run, questions=questions, slices=slices)
+        for verdict in verdicts
+        if verdict.run.rows is not None
+    }
+
+
+def _with_slices(verdict: Verdict, analysis: Any) -> Verdict:
+    """The verdict with a reason naming every slice where the candidate is worse (its outcome unchanged)."""
+    from dataclasses import replace
+
+    from agility_mlflow.analysis import worse_slices_reason
+
+    reason = worse_slices_reason(analysis.slices, verdict.passed) if analysis is not None else None
+    return replace(verdict, reasons=(*verdict.reasons, reason)) if reason else verdict
 
 
 def _check_decision(cfg: Config) -> tuple[list[str], list[str]]:
@@ -185,7 +224,9 @@ def _log_comparison(comparison: Comparison, experiment_id: str, parent_run_id: s
         paths = build_report(comparison).write(comparison.output_dir)
         verdicts = comparison.output_dir / "verdicts.json"
         verdicts.write_text(json.dumps(comparison.to_dict(), indent=2, default=str), encoding="utf-8")
-        tracking.log_artifacts(run_id, [*paths, verdicts])
+        analysis = comparison.output_dir / "analysis.json"
+        analysis.write_text(json.dumps([a.to_dict() for a in comparison.analyses.values()], indent=2, default=str), encoding="utf-8")
+        tracking.log_artifacts(run_id, [*paths, verdicts, analysis])
 
 
 def _params(comparison: Comparison) -> dict[str, Any]:

@@ -78,6 +78,7 @@ class Report:
 def build_report(comparison: Comparison) -> Report:
     """Render ``comparison`` as HTML and Markdown, with its figures."""
     tables = [_verdict_table(comparison), _performance_table(comparison), _quality_table(comparison), _difference_table(comparison)]
+    tables += _analysis_tables(comparison)
     figures = _figures(comparison)
     worst = [_worst_table(comparison, v) for v in comparison.verdicts if v.run.rows is not None and comparison.decision.worst_samples]
     return Report(_html(comparison, tables, figures, worst), _markdown(comparison, tables, figures, worst), tuple(figures))
@@ -162,6 +163,32 @@ def _difference_table(comparison: Comparison) -> Table:
         "and the metric's outcome against its margin."
     )
     return Table("Difference to the source", header, tuple(rows), note)
+
+
+def _analysis_tables(comparison: Comparison) -> list[Table]:
+    """Drift side by side, error categories and slices (from the offline error analysis), when there is any."""
+    from agility_mlflow.analysis._report import category_table, drift_table, slice_table
+
+    analyses = [comparison.analyses[v.run.run_id] for v in comparison.verdicts if v.run.run_id in comparison.analyses]
+    if not analyses:
+        return []
+    metric = analyses[0].metric
+    tables = []
+    header, rows = drift_table(analyses)
+    if rows:
+        tables.append(Table("Drift from the source", header, tuple(rows),
+                            "Source and candidate on the samples both answered; no judge involved. Rates are over the samples each applies to."))
+    header, rows = category_table(analyses)
+    tables.append(Table("Error categories", header, tuple(rows),
+                        f"Samples each side loses on {metric}, categorized offline (drift signals, then TF-IDF k-means clusters as 'other'); "
+                        "`agility analyze` asks the judge when the config has one."))
+    slices = [(a.run.name, s) for a in analyses for s in a.slices]
+    if slices:
+        header, rows = slice_table([s for _, s in slices])
+        tables.append(Table("Slices", ("Run", *header), tuple((name, *row) for (name, _), row in zip(slices, rows)),
+                            "The paired rule on each slice; 'worse': worse than the source by more than the margin, "
+                            "Holm-adjusted over the run's slice tests; too few paired samples: insufficient."))
+    return tables
 
 
 def _worst_table(comparison: Comparison, verdict: Verdict) -> Table:

@@ -28,6 +28,7 @@ class Comparison:
         questions: Sample id to question, for the report's worst samples.
         run_id: The comparison run (``agility.role = comparison``), once logged.
         output_dir: Where ``report.html`` and ``report.md`` were written.
+        analyses: Run id to its error analysis (drift, categories, slice results).
     """
 
     experiment: str
@@ -41,6 +42,8 @@ class Comparison:
     questions: Mapping[str, str] = field(default_factory=dict)
     run_id: str | None = None
     output_dir: Path | None = None
+    analyses: Mapping[str, Any] = field(default_factory=dict)
+    """Run id to its offline :class:`~agility_mlflow.analysis.RunAnalysis` (drift, categories, slices)."""
 
     def verdict(self, name_or_run_id: str) -> Verdict:
         """The verdict of the run with this name or id."""
@@ -87,6 +90,11 @@ class Comparison:
             "metrics": self.metrics,
             "primary": self.primary,
             "decision": self.decision.model_dump(mode="json"),
-            "verdicts": [v.to_dict() for v in self.verdicts],
+            "verdicts": [self._verdict_dict(v) for v in self.verdicts],
             "not_decided": [r.run_id for r in self.not_decided],
         }
+
+    def _verdict_dict(self, verdict: Verdict) -> dict[str, Any]:
+        """The verdict's summary with its per-slice results (``decision.slices``)."""
+        analysis = self.analyses.get(verdict.run.run_id)
+        return {**verdict.to_dict(), "slices": [s.to_dict() for s in analysis.slices] if analysis is not None else []}

@@ -62,6 +62,19 @@ def paired_bootstrap_ci(
         >>> low < 0.5 < high
         True
     """
+    means = bootstrap_means(differences, resamples=resamples, seed=seed)
+    alpha = 1.0 - confidence
+    low, high = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(low), float(high)
+
+
+def bootstrap_means(differences: Sequence[float], *, resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """The means of ``resamples`` resamples (with replacement) of ``differences``; what the percentile interval reads.
+
+    Example:
+        >>> bootstrap_means([1.0, 1.0], resamples=3).tolist()
+        [1.0, 1.0, 1.0]
+    """
     values = np.asarray(differences, dtype=float)
     n = len(values)
     if n == 0:
@@ -72,9 +85,7 @@ def paired_bootstrap_ci(
     for start in range(0, resamples, block):
         stop = min(start + block, resamples)
         means[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    alpha = 1.0 - confidence
-    low, high = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(low), float(high)
+    return means
 
 
 def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:

@@ -11,7 +11,7 @@ _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _SCALES = {"thousand": 1e3, "k": 1e3, "million": 1e6, "mm": 1e6, "m": 1e6, "mn": 1e6, "billion": 1e9, "bn": 1e9, "b": 1e9, "trillion": 1e12, "tn": 1e12}
 # A number with optional sign, $, thousands separators, decimals, accounting parentheses and a scale word.
 _NUMBER = re.compile(
-    r"(?P<open>\()?\s*(?P<sign>[-+−])?\s*\$?\s*(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)\s*(?P<close>\))?"
+    r"(?P<open>\()?\s*(?P<sign>[-+−])?\s*(?P<currency>[$€£])?\s*(?P<digits>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)\s*(?P<close>\))?"
     r"\s*(?P<scale>thousand|million|billion|trillion|mm|mn|bn|tn|k|m|b)?\b",
     re.IGNORECASE,
 )
@@ -34,10 +34,17 @@ def tokens(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Number:
-    """A number read from text, and its value after a scale word (``million``) if there was one."""
+    """A number read from text, and its value after a scale word (``million``) if there was one.
+
+    ``scale``, ``currency`` and ``percent`` say how it was written (``$``, ``million``, ``%``), so
+    error analysis can tell ``1,577`` from ``$1,577 million``.
+    """
 
     value: float
     scaled: float
+    scale: str = ""
+    currency: str = ""
+    percent: bool = False
 
 
 def numbers(text: str) -> list[Number]:
@@ -55,6 +62,7 @@ def numbers(text: str) -> list[Number]:
         value = float(match["digits"].replace(",", ""))
         negative = match["sign"] in ("-", "−") or (match["open"] and match["close"])
         value = -value if negative else value
-        scale = _SCALES.get((match["scale"] or "").lower(), 1.0)
-        found.append(Number(value, value * scale))
+        word = (match["scale"] or "").lower()
+        percent = text[match.end() :].lstrip().startswith("%")
+        found.append(Number(value, value * _SCALES.get(word, 1.0), word, match["currency"] or "", percent))
     return found
