@@ -117,15 +117,19 @@ def run_command(config: str, tracking_uri: str | None, limit: int | None, candid
 @click.option("--storage", help="Optuna storage URL shared by workers, e.g. postgresql+psycopg://user@host/db.")
 @click.option("--study", "study_name", help="Optuna study name (default: sweep.study, else <experiment>-sweep).")
 @click.option("--budget-usd", type=float, help="Stop before the study's model spend could cross this.")
+@click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples.")
 @_handle_errors
 def sweep_command(
-    config: str, tracking_uri: str | None, n_trials: int | None, storage: str | None, study_name: str | None, budget_usd: float | None
+    config: str, tracking_uri: str | None, n_trials: int | None, storage: str | None, study_name: str | None, budget_usd: float | None,
+    limit: int | None,
 ) -> None:
     """Optuna search over prompts, models and inference parameters; each trial is a child MLflow run."""
     from agility_mlflow.sweep import run_sweep
 
-    result = run_sweep(config, tracking_uri=tracking_uri, n_trials=n_trials, storage=storage, study_name=study_name, budget_usd=budget_usd)
-    click.echo(f"study {result.study_name}: {result.n_trials} trials; parent run {result.parent_run_id}")
+    result = run_sweep(config, tracking_uri=tracking_uri, n_trials=n_trials, storage=storage, study_name=study_name, budget_usd=budget_usd,
+                       limit=limit)
+    source = f"; source run {result.source_run_id}" if result.source_run_id else ""
+    click.echo(f"study {result.study_name}: {result.n_trials} trials; parent run {result.parent_run_id}{source}")
     if result.stopped_by_budget:
         click.echo("stopped by the budget")
     if not result.best:

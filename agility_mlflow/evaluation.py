@@ -430,6 +430,44 @@ def run_project(
     return summaries
 
 
+def source_run(project: Project, runner: Runner, experiment_id: str) -> str | None:
+    """The id of a FINISHED ``source`` run of this project's source model on its dataset, logged now unless one is identical.
+
+    ``agility compare`` decides candidates and trials against the experiment's latest source run, so a
+    command that logs only trials (``agility sweep``) logs the source too. An earlier source run is
+    reused when it holds the same dataset (digest and sample count), model, prompt version and metrics;
+    replaying recorded answers is cheap, but one source run per sweep would clutter the experiment.
+    ``None`` when the project has no source (no recorded answers).
+    """
+    from mlflow import MlflowClient
+
+    from agility_mlflow import tracking
+    from agility_mlflow.compare._query import finished_with_role
+
+    source = next((c for c in project.configurations if c.role == "source"), None)
+    if source is None:
+        return None
+    prompt_uri = tracking.register_prompt(source.template)
+    filters = [
+        finished_with_role("source"),
+        f"params.dataset_digest = '{project.dataset.digest}'",
+        f"params.provider = '{source.model.provider}'",
+        f"params.model_id = '{source.model.model_id}'",
+        f"tags.`{tracking.PROMPT}` = '{prompt_uri}'",
+        f"metrics.n_samples = {len(project.dataset.rows)}",
+    ]
+    metric_names = {m.name for m in project.metrics}
+    for run in MlflowClient().search_runs([experiment_id], " and ".join(filters), order_by=["attributes.start_time DESC"], max_results=20):
+        if metric_names <= set(run.data.metrics):
+            logger.info("source run %s already holds this dataset and model: reused", run.info.run_id)
+            return str(run.info.run_id)
+    backend = create_backend(source.model, project.config.run)
+    try:
+        return _run_configuration(project, source, backend, runner, {source.template.name: prompt_uri}, experiment_id, None).run_id
+    finally:
+        backend.close()
+
+
 def _run_configuration(
     project: Project,
     configuration: Configuration,

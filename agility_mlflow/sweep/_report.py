@@ -26,15 +26,24 @@ def parent_run(experiment_id: str, study_name: str, storage_url: str, sweep: Swe
     from agility_mlflow import tracking
 
     client = MlflowClient()
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{tracking.ROLE}` = 'study' and tags.`agility.study` = '{study_name}'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-    )
-    if found:
-        return found[0].info.run_id
+
+    def first() -> str | None:
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{tracking.ROLE}` = 'study' and tags.`agility.study` = '{study_name}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
+    existing = first()
+    if existing:
+        return existing
     run = client.create_run(experiment_id, run_name=f"study/{study_name}", tags={tracking.ROLE: "study", "agility.study": study_name})
+    earliest = first()
+    if earliest != run.info.run_id:  # another worker created one at the same moment: all share the earliest
+        client.delete_run(run.info.run_id)
+        return str(earliest)
     params = {
         "study_name": study_name,
         "storage": _hide_password(storage_url),
@@ -65,7 +74,11 @@ def _hide_password(url: str) -> str:
 
 
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """The best feasible trial (one objective) or the feasible Pareto front (several)."""
+    """The best feasible trial (one objective) or the feasible Pareto front (several).
+
+    A configuration tried more than once (a sampler may propose it again) is on the front once, as its
+    first trial.
+    """
     feasible = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if all(v <= 0 for v in t.user_attrs.get(_study.CONSTRAINTS_ATTR, []))
@@ -75,7 +88,11 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     if len(study.directions) == 1:
         sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
         return [max(feasible, key=lambda t: (sign * t.value, -t.number))]
-    return [t for t in feasible if not any(_dominates(o, t, study.directions) for o in feasible)]
+    front = [t for t in feasible if not any(_dominates(o, t, study.directions) for o in feasible)]
+    once: dict[str, FrozenTrial] = {}
+    for trial in sorted(front, key=lambda t: t.number):
+        once.setdefault(repr(sorted(trial.params.items())), trial)
+    return list(once.values())
 
 
 def _dominates(a: FrozenTrial, b: FrozenTrial, directions: list[optuna.study.StudyDirection]) -> bool:
@@ -101,16 +118,41 @@ def summarize(study: optuna.Study, objective: Objective, parent_run_id: str) -> 
         metrics["best_value"] = float(best[0].value)
         tags["agility.best_trial"] = str(best[0].number)
         tags["agility.best_params"] = str(best[0].params)
+    importances = _importances(study, objective)
+    metrics.update({f"param_importance.{name}": value for name, value in importances.items()})
     tracking.log_run_data(parent_run_id, {}, metrics)
     tracking.set_tags(parent_run_id, tags)
     frame = study.trials_dataframe(attrs=("number", "values", "params", "state", "user_attrs", "duration"))
     tracking.log_results_table(parent_run_id, frame.astype(str).to_dict("records"), artifact_file="trials.json")
-    for name, figure in _plots(study, objective):
+    for name, figure in _plots(study, objective, list(importances)):
         tracking.log_figure(parent_run_id, figure, f"plots/{name}.png")
     return best
 
 
-def _plots(study: optuna.Study, objective: Objective) -> list[tuple[str, Any]]:
+def _varied(study: optuna.Study) -> list[str]:
+    """Search parameters that took more than one value among the completed trials, in the study's order.
+
+    A single-choice parameter (one candidate, one instruction) is no dimension: Optuna's importance
+    evaluator would share the importance out evenly over it too.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    names = dict.fromkeys(name for trial in complete for name in trial.params)
+    return [name for name in names if len({repr(trial.params.get(name)) for trial in complete}) > 1]
+
+
+def _importances(study: optuna.Study, objective: Objective) -> dict[str, float]:
+    """Optuna's parameter importances for the (first) objective over the varied parameters; empty when undefined."""
+    varied = _varied(study)
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 3 or not varied:
+        return {}
+    target = None if not objective.is_multi else (lambda t: t.values[0])
+    try:
+        return dict(optuna.importance.get_param_importances(study, params=varied, target=target))
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}  # importances need variation in the objective's values too
+
+
+def _plots(study: optuna.Study, objective: Objective, important: list[str]) -> list[tuple[str, Any]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,11 +168,11 @@ def _plots(study: optuna.Study, objective: Objective) -> list[tuple[str, Any]]:
             figures.append(("pareto_front", plots.plot_pareto_front(study, target_names=list(objective.metrics)).figure))
         elif not objective.is_multi:
             figures.append(("optimization_history", plots.plot_optimization_history(study).figure))
-        varied = {k for t in complete for k in t.params if len({str(u.params.get(k)) for u in complete}) > 1}
-        if len(complete) >= 3 and varied:
-            try:
-                target = None if not objective.is_multi else (lambda t: t.values[0])
-                figures.append(("param_importances", plots.plot_param_importances(study, target=target).figure))
-            except (RuntimeError, ValueError, ZeroDivisionError):
-                pass  # importances need variation in both parameters and values
+        if important:
+            target = None if not objective.is_multi else (lambda t: t.values[0])
+            axes = plots.plot_param_importances(study, params=important, target=target,
+                                                target_name="weighted score" if objective.weights else objective.metrics[0])
+            axes.figure.set_size_inches(8, 1.5 + 0.5 * len(important))
+            axes.figure.tight_layout()  # the parameter names on the left stay whole
+            figures.append(("param_importances", axes.figure))
     return figures

@@ -63,6 +63,31 @@ def suggest(
     return TrialPlan(candidate, variant(templates[prompt_key], instruction), prompt_key, instruction)
 
 
+def varying(sweep: SweepConfig) -> list[str]:
+    """The inference parameters the search varies: a single choice or an empty range is not a dimension.
+
+    Example:
+        >>> varying(SweepConfig(params={"temperature": {"low": 0.0, "high": 0.6}, "max_tokens": {"choices": [64]}}))
+        ['temperature']
+    """
+    return [name for name, spec in sweep.params.items() if (len(spec.choices) > 1 if isinstance(spec, Choices) else spec.high > spec.low)]
+
+
+def trial_name(plan: TrialPlan, prompt_uri: str, parameters: Sequence[str], number: int) -> str:
+    """A trial run's name: its candidate, prompt version and the values of the varying ``parameters``.
+
+    Example:
+        >>> plan = TrialPlan(CandidateConfig(name="local", provider="local", model_id="m", params={"temperature": 0.2}),
+        ...                  Template.from_text("qa", "Q: {{question}}"), "qa", "")
+        >>> trial_name(plan, "prompts:/qa.i5a0dbd/2", ["temperature"], 3)
+        'local/qa.i5a0dbd v2 temperature=0.2 (trial 3)'
+    """
+    prompt, _, version = prompt_uri.removeprefix("prompts:/").rpartition("/")
+    values = plan.candidate.params.as_dict()
+    shown = "".join(f" {name}={values[name]:g}" if isinstance(values[name], float | int) else f" {name}={values[name]}" for name in parameters)
+    return f"{plan.candidate.name}/{prompt} v{version}{shown} (trial {number})"
+
+
 def _suggest_param(trial: optuna.Trial, name: str, space: Range | Choices) -> Any:
     if isinstance(space, Choices):
         return trial.suggest_categorical(name, space.choices)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from agility_mlflow.backends import Backend, create_backend
@@ -22,10 +23,10 @@ from agility_mlflow.evaluation import (
     Project,
     aggregate,
     create_judge,
-    evaluate,
     log_evaluation,
     prepare,
     score_samples,
+    source_run,
     warn_same_family,
 )
 from agility_mlflow.pricing import lookup_price
@@ -53,6 +54,8 @@ class SweepResult:
     n_trials: int
     best: list[FrozenTrial] = field(default_factory=list)
     stopped_by_budget: bool = False
+    source_run_id: str | None = None
+    """The source run the trials are compared with (``None`` without recorded answers)."""
 
 
 @dataclass
@@ -81,13 +84,16 @@ def run_sweep(
     storage: str | None = None,
     study_name: str | None = None,
     budget_usd: float | None = None,
+    limit: int | None = None,
     runner: Runner | None = None,
     progress: bool | None = None,
 ) -> SweepResult:
     """Search prompt variants, models and inference parameters; log each trial as a child MLflow run.
 
     Several processes (on one or many machines) given the same ``storage`` and ``study_name`` share
-    one study; a killed sweep resumes where it stopped when run again.
+    one study; a killed sweep resumes where it stopped when run again. The source model's run is
+    logged too (or an identical one reused), so ``agility compare`` can decide the trials right after.
+    ``limit`` evaluates only the first ``limit`` samples.
 
     Example:
         >>> result = run_sweep("projects/financial-qa/agility.yaml", n_trials=10)  # doctest: +SKIP
@@ -98,7 +104,7 @@ def run_sweep(
 
     config = config if isinstance(config, Config) else load_config(config)
     tracking.check_reachable(tracking_uri or config.resolved_tracking_uri())  # seconds, not MLflow's minutes of retries
-    project = prepare(config, tracking_uri=tracking_uri)
+    project = prepare(config, tracking_uri=tracking_uri, limit=limit)
     cfg = project.config
     if cfg.sweep is None:
         raise InputError(f"{cfg.path.name}: no 'sweep:' section to run")
@@ -130,7 +136,12 @@ def run_sweep(
         logger.warning("trial %d was left RUNNING by a worker that died: marked FAIL", number)
     _fail_runs_of_failed_trials(study)
 
-    source_metrics = _source_metrics(project, runner) if any(c.uses_source for c in constraints) else None
+    source_run_id = source_run(project, runner, experiment_id)
+    source_metrics = None
+    if any(c.uses_source for c in constraints):
+        if source_run_id is None:
+            raise InputError("sweep.constraints: a constraint refers to 'source' but the config has no source model")
+        source_metrics = dict(MlflowClient().get_run(source_run_id).data.metrics)
     parent_run_id = _report.parent_run(experiment_id, study_name, storage_url, sweep, objective, total_trials)
     plan = _Plan(project, sweep, objective, constraints, candidates, templates, source_metrics,
                  experiment_id, parent_run_id, study_name, runner)
@@ -165,7 +176,7 @@ def run_sweep(
         if judge is not None:
             judge.backend.close()
     best = _report.summarize(study, objective, parent_run_id)
-    return SweepResult(study_name, storage_url, parent_run_id, len(study.trials), best, stopped_by_budget)
+    return SweepResult(study_name, storage_url, parent_run_id, len(study.trials), best, stopped_by_budget, source_run_id)
 
 
 def _current_tracking_uri() -> str:
@@ -202,15 +213,6 @@ def _templates(project: Project, sweep: SweepConfig) -> dict[str, Template]:
 
 def _constraint_values(trial: FrozenTrial) -> Sequence[float]:
     return trial.user_attrs.get(_study.CONSTRAINTS_ATTR, [1.0])
-
-
-def _source_metrics(project: Project, runner: Runner) -> dict[str, float]:
-    source = next((c for c in project.configurations if c.role == "source"), None)
-    if source is None:
-        raise InputError("sweep.constraints: a constraint refers to 'source' but the config has no source model")
-    backend = create_backend(source.model, project.config.run)
-    pricing = project.config.price_overrides()
-    return evaluate(source, backend, project.dataset, project.metrics, runner, pricing).metrics
 
 
 def _print_estimate(plan: _Plan, total_trials: int, budget_usd: float | None) -> float:
@@ -256,7 +258,7 @@ def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequenc
     if backend is None:
         backend = plan.backends[choice.candidate.name] = create_backend(choice.candidate, plan.project.config.run)
     tags = {tracking.ROLE: "trial", tracking.CANDIDATE: choice.candidate.name, STUDY_TAG: plan.study_name, TRIAL_TAG: str(trial.number)}
-    run_name = f"trial-{trial.number}"
+    run_name = _space.trial_name(choice, prompt_uri, _space.varying(plan.sweep), trial.number)
     with tracking.evaluation_run(plan.experiment_id, run_name, tags, prompt_uri=prompt_uri, parent_run_id=plan.parent_run_id) as run_id:
         trial.set_user_attr(_study.RUN_ATTR, run_id)
         result, pruned_at = _evaluate_in_slices(plan, configuration, backend, trial)
