@@ -37,3 +37,20 @@ def write_project(directory: Path, base_url: str, n: int, concurrency: int, *, t
     path = directory / "agility.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+def spread(values: list[float]) -> str:
+    """``median [min-max]`` of repeated measurements, e.g. ``1.234 [1.200-1.300]``."""
+    import statistics
+
+    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+
+
+def machine() -> str:
+    """When and where a benchmark ran, for the figures it prints."""
+    import datetime
+    import platform
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{now} on {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, load average {load:.1f} at start"

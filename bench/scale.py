@@ -1,0 +1,124 @@
+"""How wall time and peak memory grow with the number of samples, and `agility compare` on big runs.
+
+Each figure is one ``agility`` process, as a user runs it, timed with its peak RSS:
+- replay: a source run and a replayed candidate from the dataset's recorded answers (no model
+  calls), at N = 1k, 10k and 100k samples, with ``run.traces: false`` (the same work at every N;
+  ``bench/throughput.py`` measures what traces cost);
+- stand-in: an OpenAI-compatible stand-in with no latency at N = 1k and 10k (calls through the
+  SDK cost ~3-6 ms of CPU each here: 100k would take most of an hour);
+- ``agility compare`` of the two 100k-sample runs (target: at most 60 s and 1 GB).
+
+Growth is each step's wall-time and memory ratio for a 10x step in N: 10 is linear.
+
+Run: python bench/scale.py [--sizes 1000,10000,100000]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+
+import yaml
+
+from bench._common import machine
+from bench.standin_server import standin_process
+
+REPO = Path(__file__).resolve().parent.parent
+COMPARE_TARGET_S, COMPARE_TARGET_MB = 60.0, 1024.0
+
+
+def write_replay_project(directory: Path, n: int, traces: bool) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "golden.jsonl").open("w", encoding="utf-8") as handle:
+        for i in range(n):
+            answer = "The answer is 42." if i % 3 else f"It is {i}."
+            handle.write(json.dumps({"sample_id": f"s{i}", "question": f"Question {i}?", "answer_ground_truth": "The answer is 42.",
+                                     "answer_source_llm": answer, "latency_source_llm": 0.8 + (i % 7) / 10,
+                                     "input_token_source_llm": 40 + i % 11, "output_token_source_llm": 6 + i % 5}) + "\n")
+    config = {
+        "experiment": "scale",
+        "dataset": {"path": "golden.jsonl"},
+        "prompts": [{"name": "scale-qa", "template": "Answer: {{question}}"}],
+        "source": {"provider": "replay", "model_id": "gpt-4o-mini"},
+        "candidates": [{"name": "replayed", "provider": "replay", "model_id": "gpt-4.1-mini"}],
+        "metrics": ["exact_match", "token_f1"],
+        "run": {"concurrency": 16, "traces": traces, "cache": False},
+    }
+    path = directory / "agility.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def write_standin_project(directory: Path, n: int, base_url: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = (json.dumps({"sample_id": f"s{i}", "question": f"Question {i}?", "answer_ground_truth": "The answer is 42."}) for i in range(n))
+    (directory / "golden.jsonl").write_text("\n".join(rows), encoding="utf-8")
+    config = {
+        "experiment": "scale",
+        "dataset": {"path": "golden.jsonl"},
+        "prompts": [{"name": "scale-qa", "template": "Answer: {{question}}"}],
+        "candidates": [{"name": "standin", "provider": "openai", "model_id": "standin", "base_url": base_url, "api_key": "x"}],
+        "metrics": ["exact_match", "token_f1"],
+        "pricing": {"standin": {"input": 0.15, "output": 0.6}},
+        "run": {"concurrency": 16, "cache": False},
+    }
+    path = directory / "agility.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def agility(*args: str, cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one ``agility`` process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}",
+           "AGILITY_CACHE_DIR": str(cwd / "cache")}
+    result = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M", sys.executable, "-m", "agility_mlflow", *args],
+                            capture_output=True, text=True, cwd=cwd, env=env, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"agility {' '.join(args)} failed: {result.stderr[-2000:]}")
+    wall, rss_kb = result.stderr.strip().splitlines()[-1].split()[1:]
+    return float(wall), float(rss_kb) / 1024
+
+
+def growth(label: str, sizes: list[int], results: list[tuple[float, float]]) -> None:
+    for n, (wall, rss) in zip(sizes, results):
+        print(f"{label:<9} N={n:>7}  wall {wall:8.1f} s  ({wall / n * 1000:6.2f} ms/sample)  peak RSS {rss:7.0f} MB")
+    for (n0, (w0, m0)), (n1, (w1, m1)) in zip(zip(sizes, results), zip(sizes[1:], results[1:])):
+        # The marginal cost per added sample: flat or falling means linear growth past the fixed startup cost.
+        print(f"{label:<9} N {n0} -> {n1} (x{n1 / n0:.0f}): wall x{w1 / w0:.2f}, peak RSS x{m1 / m0:.2f}; "
+              f"each added sample {(w1 - w0) / (n1 - n0) * 1000:.2f} ms and {(m1 - m0) / (n1 - n0) * 1024:.1f} KB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    options = parser.parse_args()
+    sizes = [int(s) for s in options.sizes.split(",")]
+    print(machine())
+    with tempfile.TemporaryDirectory() as tmp:
+        replay = []
+        for n in sizes:
+            directory = Path(tmp) / f"replay-{n}"
+            replay.append(agility("run", str(write_replay_project(directory, n, traces=False)), cwd=directory))
+        growth("replay", sizes, replay)
+        largest = Path(tmp) / f"replay-{sizes[-1]}"
+        wall, rss = agility("compare", "agility.yaml", "--output", str(largest / "report"), cwd=largest)
+        ok = wall <= COMPARE_TARGET_S and rss <= COMPARE_TARGET_MB
+        print(f"compare of two {sizes[-1]}-sample runs: {wall:.1f} s, peak RSS {rss:.0f} MB "
+              f"(target <= {COMPARE_TARGET_S:.0f} s and {COMPARE_TARGET_MB:.0f} MB: {'OK' if ok else 'MISSED'})")
+        standin_sizes = [n for n in sizes if n <= 10_000]
+        with standin_process(latency_s=0.0) as server:
+            standin = [agility("run", str(write_standin_project(Path(tmp) / f"standin-{n}", n, server.url)), cwd=Path(tmp) / f"standin-{n}")
+                       for n in standin_sizes]
+        growth("stand-in", standin_sizes, standin)
+
+
+if __name__ == "__main__":
+    main()
