@@ -59,9 +59,12 @@ class DatasetConfig(_Strict):
 class PromptConfig(_Strict):
     name: str
     template: str
-    """A file path (relative to the config) or the template text itself."""
+    """A file path (relative to the config; any extension), the template text itself, or a ``prompts:/`` URI."""
     system: str | None = None
     """An optional system message, a file path or inline text; may use placeholders too."""
+    format: Literal["mustache", "fstring", "jinja2"] = "mustache"
+    """How placeholders are written: ``{{var}}`` (mustache), ``{var}`` (Python ``str.format``) or Jinja2
+    (sandboxed; undefined variables are errors). A registry prompt keeps the format it was stored in."""
 
     @field_validator("name")
     @classmethod
@@ -87,10 +90,29 @@ class InferenceParams(_Strict):
         return self.model_dump(exclude_none=True)
 
 
+class RecordedColumns(_Strict):
+    """Where a replayed model's outputs and measurements are recorded (``provider: replay``)."""
+
+    output: str
+    latency: str | None = None
+    """Seconds."""
+    ttft: str | None = None
+    """Time to first token, seconds."""
+    input_tokens: str | None = None
+    output_tokens: str | None = None
+    sample_id: str = "sample_id"
+    """The id column of a ``path:`` file, joined on the golden dataset's ``sample_id``."""
+
+
 class ModelConfig(_Strict):
     provider: Provider
     model_id: str
     params: InferenceParams = Field(default_factory=InferenceParams)
+    columns: RecordedColumns | None = None
+    """``provider: replay`` only: the columns holding this model's recorded outputs (default: the source's,
+    ``answer_source_llm``, ``latency_source_llm``, ...), in the golden file or in ``path``."""
+    path: Path | None = None
+    """``provider: replay`` only: a file (relative to the config) of recorded outputs, joined on ``sample_id``."""
     base_url: str | None = None
     """OpenAI-compatible endpoint; default ``OPENAI_BASE_URL`` or OpenAI's."""
     api_key: str | None = Field(None, repr=False)
@@ -100,6 +122,13 @@ class ModelConfig(_Strict):
     region: str | None = None
     stream: bool = True
     """Stream answers to measure time to first token."""
+
+    @model_validator(mode="after")
+    def _recorded_only_for_replay(self) -> ModelConfig:
+        for key in ("columns", "path"):
+            if getattr(self, key) is not None and self.provider != "replay":
+                raise ValueError(f"'{key}' names recorded outputs: it needs provider: replay, not {self.provider}")
+        return self
 
 
 class CandidateConfig(ModelConfig):
@@ -456,8 +485,10 @@ class Config(_Strict):
             for name in self.sweep.candidates or []:
                 if name not in [c.name for c in self.candidates]:
                     problems.append(f"key 'sweep.candidates': unknown candidate '{name}'")
-            if not self.candidates:
-                problems.append("key 'sweep': needs at least one entry under candidates")
+                elif next(c for c in self.candidates if c.name == name).provider == "replay":
+                    problems.append(f"key 'sweep.candidates': '{name}' replays recorded outputs: there is nothing to search")
+            if not any(c.provider != "replay" for c in self.candidates):
+                problems.append("key 'sweep': needs at least one entry under candidates that calls a model (not replay)")
         if problems:  # every one of them, one line each (see _describe)
             raise ValueError("\n".join(problems))
         return self

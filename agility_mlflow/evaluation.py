@@ -26,6 +26,7 @@ from agility_mlflow.errors import AgilityError, InputError, Problems
 from agility_mlflow.pipeline import PlannedStep, run_steps, step_metrics, step_names
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.prompts import Template, load_template
+from agility_mlflow.recorded import recorded_outputs
 from agility_mlflow.runner import Outcome, Request, Runner
 from agility_mlflow.scoring import Judge, JudgedMetric, JudgeInput, Metric, get_metric, judge_rows
 from agility_mlflow.scoring._deepeval import GEVAL_PREFIX
@@ -63,6 +64,8 @@ class Project:
     templates: dict[str, Template]
     metrics: list[Metric | JudgedMetric]
     configurations: list[Configuration]
+    recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Replayed models' rows of their ``path:`` files by sample id, by configuration name."""
 
     @property
     def judged_metrics(self) -> list[JudgedMetric]:
@@ -107,9 +110,10 @@ def prepare(
         raise InputError(f"--limit must be at least 1, got {limit}")
     # Every check below reports into one list, so a user fixes the dataset and the config in one pass.
     problems = Problems()
-    dataset = load_dataset(config.resolve(config.dataset.path), config.dataset.columns, problems).head(limit)
+    full = load_dataset(config.resolve(config.dataset.path), config.dataset.columns, problems)
+    dataset = full.head(limit)
     registry = tracking_uri or config.resolved_tracking_uri()
-    templates = {p.name: load_template(p.name, p.template, p.system, config.base_dir, registry) for p in config.prompts}
+    templates = {p.name: load_template(p.name, p.template, p.system, config.base_dir, registry, p.format) for p in config.prompts}
     required: set[str] = set()
 
     def require(columns: Sequence[str], why: str) -> None:
@@ -139,11 +143,16 @@ def prepare(
             with problems.collect():
                 _check_judged(config, dataset, metric)
     configurations = _plan(config, dataset, templates, candidates, with_source)
+    recorded = {}
     for configuration in configurations:
-        if configuration.model.provider == "replay":
-            require([SOURCE_ANSWER], f"the replayed model '{configuration.name}'")
+        if configuration.model.provider == "replay" and configuration.name not in recorded:
+            who = "the source" if configuration.role == "source" else f"candidate '{configuration.name}'"
+            # Ids are matched against the whole file, so --limit never turns a complete join into an error.
+            with problems.collect():
+                recorded[configuration.name] = recorded_outputs(who, configuration.model, full if configuration.model.path else dataset,
+                                                                config.base_dir)[1]
     problems.raise_if_any()
-    return Project(config, dataset, templates, metrics, configurations)
+    return Project(config, dataset, templates, metrics, configurations, {k: v for k, v in recorded.items() if v is not None})
 
 
 def _earlier_outputs(config: Config, step_name: str) -> set[str]:
@@ -279,7 +288,7 @@ def create_backends(project: Project) -> dict[str, Backend]:
         if configuration.name in backends:
             continue
         try:
-            backends[configuration.name] = create_backend(configuration.model, project.config.run)
+            backends[configuration.name] = create_backend(configuration.model, project.config.run, project.recorded.get(configuration.name))
         except AgilityError as exc:
             where = "source" if configuration.role == "source" else f"candidate '{configuration.name}'"
             raise InputError(f"{project.config.path.name}: {where}: {exc}") from None
@@ -461,7 +470,7 @@ def source_run(project: Project, runner: Runner, experiment_id: str) -> str | No
         if metric_names <= set(run.data.metrics):
             logger.info("source run %s already holds this dataset and model: reused", run.info.run_id)
             return str(run.info.run_id)
-    backend = create_backend(source.model, project.config.run)
+    backend = create_backend(source.model, project.config.run, project.recorded.get(source.name))
     try:
         return _run_configuration(project, source, backend, runner, {source.template.name: prompt_uri}, experiment_id, None).run_id
     finally:

@@ -9,17 +9,24 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from agility_mlflow.backends._base import Backend, Generation, Message
 from agility_mlflow.config import ModelConfig, RunSettings
 
 
-def create_backend(model: ModelConfig, settings: RunSettings | None = None) -> Backend:
-    """The backend a model config names; providers' SDKs are imported only when used."""
+def create_backend(model: ModelConfig, settings: RunSettings | None = None, recorded: Mapping[str, Mapping[str, Any]] | None = None) -> Backend:
+    """The backend a model config names; providers' SDKs are imported only when used.
+
+    ``recorded``: a replayed model's rows of its ``path:`` file by ``sample_id`` (see :mod:`agility_mlflow.recorded`).
+    """
     settings = settings or RunSettings()
     if model.provider == "replay":
         from agility_mlflow.backends.replay import ReplayBackend
+        from agility_mlflow.recorded import replay_columns
 
-        return ReplayBackend(model.model_id)
+        return ReplayBackend(model.model_id, replay_columns(model), recorded)
     if model.provider == "local":
         from agility_mlflow.backends.local import LocalBackend
 

@@ -1,4 +1,4 @@
-"""The source model's recorded answers, replayed from the golden dataset without any call."""
+"""Recorded answers of any model, replayed from the golden dataset (or a file joined to it) without any call."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ class ReplayBackend(Backend):
     provider = "replay"
     cacheable = False
 
-    def __init__(self, model_id: str, columns: ReplayColumns | None = None) -> None:
+    def __init__(self, model_id: str, columns: ReplayColumns | None = None, recorded: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         super().__init__(model_id)
         self.columns = columns or ReplayColumns()
+        self.recorded = recorded
+        """Rows of a recorded-outputs file by ``sample_id``; None: the outputs are columns of the sample itself."""
 
     def generate(
         self,
@@ -34,6 +36,8 @@ class ReplayBackend(Backend):
         sample: Mapping[str, Any] | None = None,
     ) -> Generation:
         c = self.columns
+        if sample is not None and self.recorded is not None:
+            sample = self.recorded.get(str(sample.get("sample_id")))
         if sample is None or sample.get(c.output) is None:
             raise ProviderError(f"replay needs a value in the dataset column '{c.output}'")
         value = lambda column: sample.get(column) if column else None  # noqa: E731 - numbers already, as the dataset converts them

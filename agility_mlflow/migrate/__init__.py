@@ -1,8 +1,8 @@
 """``agility migrate``: rewrite a prompt for a target model and register it as a new Prompt Registry version.
 
 Two methods: ``metaprompt`` (an LLM, any backend, rewrites the template in the target model's
-conventions) and ``bedrock`` (Amazon Bedrock prompt optimization). Either way every ``{{variable}}``
-of the source survives: renamed placeholders are put back, and a result that loses or invents one is
+conventions) and ``bedrock`` (Amazon Bedrock prompt optimization). Either way every placeholder of the
+source survives, in any format (an ``fstring`` prompt is migrated in its registry form, ``{{variable}}``): renamed placeholders are put back, and a result that loses or invents one is
 rejected, never registered. The system message, if any, is kept as it is.
 
 Example:
@@ -65,7 +65,8 @@ def migrate_prompt(
         raise InputError(f"{project.config.path.name}: --prompt '{prompt}' is not a prompt (known: {', '.join(project.templates)})")
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
-    source = project.templates[prompt]
+    # Rewritten in the form the registry holds (fstring as {{variable}}), so source and migrated versions compare.
+    source = project.templates[prompt].registry_form()
     variables = sorted(source.variables)
     if method == "metaprompt":
         backend = backend or _backend(project.config, via or DEFAULT_VIA)
@@ -80,10 +81,10 @@ def migrate_prompt(
     else:
         rewritten, analysis = optimize_prompt(source.user, target_model, project.config.candidates[0].region if project.config.candidates else None)
     rewritten, repairs = restore_placeholders(rewritten, variables)
-    check_placeholders(rewritten, variables, f"the {method} rewrite of '{prompt}' for {target_model}")
+    check_placeholders(rewritten, variables, f"the {method} rewrite of '{prompt}' for {target_model}", source.format)
     # A new version of the same registry prompt, so its history reads source -> migrated.
     registry_name = source.registry_uri.removeprefix("prompts:/").split("/")[0].split("@")[0] if source.registry_uri else source.name
-    migrated = Template.from_text(registry_name, rewritten, source.system, origin=f"{method} for {target_model}")
+    migrated = Template.from_text(registry_name, rewritten, source.system, origin=f"{method} for {target_model}", format=source.format)
 
     experiment_id = tracking.configure(tracking_uri or project.config.resolved_tracking_uri(), project.config.experiment)
     source_uri = tracking.register_prompt(source)

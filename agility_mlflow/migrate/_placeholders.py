@@ -1,4 +1,4 @@
-"""Keep every ``{{variable}}`` of the source template through a migration.
+"""Keep every placeholder of the source template through a migration (``{{variable}}``, Jinja2 ``{{ variable }}``).
 
 Rewriters rename placeholders (the AWS reference notebooks turned ``{query}`` into ``{$QUERY}``).
 Obvious renamings of a known variable are put back; a variable that is still missing, or one the
@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from agility_mlflow import _formats
+from agility_mlflow._formats import PLACEHOLDER, Format
 from agility_mlflow.errors import AgilityError
-from agility_mlflow.prompts import PLACEHOLDER
 
 
 def restore_placeholders(text: str, variables: Iterable[str]) -> tuple[str, list[str]]:
@@ -39,10 +40,18 @@ def restore_placeholders(text: str, variables: Iterable[str]) -> tuple[str, list
     return text, repairs
 
 
-def check_placeholders(text: str, variables: Iterable[str], what: str) -> None:
-    """Fail unless ``text`` has exactly the placeholders ``variables``."""
+def check_placeholders(text: str, variables: Iterable[str], what: str, fmt: Format = "mustache") -> None:
+    """Fail unless ``text`` has exactly the placeholders ``variables`` (as format ``fmt`` reads them).
+
+    Example:
+        >>> check_placeholders("{% if context %}{{ context }}{% endif %} {{ question|trim }}", ["context", "question"], "x", "jinja2")
+    """
     wanted = set(variables)
-    found = set(PLACEHOLDER.findall(text))
+    try:
+        _formats.check(text, fmt)
+    except _formats.TemplateSyntaxError as exc:
+        raise AgilityError(f"{what} is not a valid {fmt} template (line {exc.line}: {exc}): not registered") from None
+    found = set(_formats.fields(text, fmt))
     missing, invented = sorted(wanted - found), sorted(found - wanted)
     if missing or invented:
         parts = []

@@ -24,7 +24,8 @@ class AgilityModel(PythonModel):
         from agility_mlflow.prompts import Template
 
         config = dict(context.model_config)
-        self.template = Template.from_text(config["prompt_name"], config["template"], config.get("system"), origin=config["prompt_uri"])
+        self.template = Template.from_text(config["prompt_name"], config["template"], config.get("system"), origin=config["prompt_uri"],
+                                          format=config.get("format", "mustache"))
         self.model = ModelConfig.model_validate(config["model"])
         self.backend = create_backend(self.model, RunSettings())
 

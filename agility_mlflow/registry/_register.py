@@ -197,11 +197,18 @@ def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
     """Provider, endpoint options, prompt text and parameters of ``run``: what its answers came from."""
     from mlflow import MlflowClient
 
+    from agility_mlflow.prompts import registry_template_parts
+
     params = run.data.params
     candidate_name = run.data.tags.get("agility.candidate")
     candidate = next((c for c in cfg.candidates if c.name == candidate_name), None)
     if candidate is None:
         raise InputError(f"{cfg.path.name}: run {run.info.run_id} is of candidate '{candidate_name}', which the config no longer has")
+    if "replay" in (candidate.provider, params.get("provider")):
+        raise InputError(
+            f"{cfg.path.name}: run {run.info.run_id} of candidate '{candidate.name}' replays recorded outputs (provider: replay): "
+            "there is no model to call; add a candidate that calls that model, run and compare it, then register that run"
+        )
     # The run says which model answered; the config adds the endpoint options (never logged as params).
     for key in ("provider", "model_id"):
         if params.get(key, getattr(candidate, key)) != getattr(candidate, key):
@@ -222,12 +229,7 @@ def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
     model = candidate.model_dump(mode="json", exclude={"name", "prompts", "api_key", "params"}, exclude_none=True)
     model["params"] = InferenceParams.model_validate(inference).model_dump(mode="json")
     prompt = MlflowClient().load_prompt(prompt_uri)
-    content = prompt.template
-    if isinstance(content, str):
-        user, system = content, None
-    else:
-        by_role = {m["role"]: m["content"] for m in content}
-        user, system = by_role.get("user", ""), by_role.get("system")
+    user, system, fmt = registry_template_parts(prompt.template)
     price = cfg.pricing.get(candidate.model_id)
     return {
         "model": model,
@@ -235,6 +237,7 @@ def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
         "prompt_name": prompt.name,
         "template": user,
         "system": system,
+        "format": fmt,
         "pricing": {candidate.model_id: price.model_dump()} if price else {},
     }
 
@@ -242,4 +245,5 @@ def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
 def _variables(model_config: Mapping[str, Any]) -> frozenset[str]:
     from agility_mlflow.prompts import Template
 
-    return Template.from_text(model_config["prompt_name"], model_config["template"], model_config["system"]).variables
+    return Template.from_text(model_config["prompt_name"], model_config["template"], model_config["system"],
+                              format=model_config.get("format", "mustache")).variables

@@ -42,7 +42,7 @@ def variant(template: Template, instruction: str) -> Template:
     if not instruction.strip():
         return template
     tag = hashlib.sha256(instruction.encode("utf-8")).hexdigest()[:6]
-    return Template.from_text(f"{template.name}.i{tag}", f"{template.user}\n\n{instruction.strip()}", template.system, template.origin)
+    return template.appended(f"{template.name}.i{tag}", instruction.strip())
 
 
 def suggest(

@@ -30,7 +30,7 @@ from agility_mlflow.evaluation import (
     warn_same_family,
 )
 from agility_mlflow.pricing import lookup_price
-from agility_mlflow.prompts import Template
+from agility_mlflow.prompts import Template, registry_template_parts
 from agility_mlflow.runner import Runner
 from agility_mlflow.sweep import _report, _space, _study
 from agility_mlflow.sweep._objectives import Constraint, Objective, parse_constraint, parse_objective
@@ -114,7 +114,8 @@ def run_sweep(
     total_trials = n_trials or sweep.n_trials
     objective = parse_objective(sweep.objective, cfg.metrics)
     constraints = [parse_constraint(text, i) for i, text in enumerate(sweep.constraints)]
-    candidates = {c.name: c for c in cfg.candidates if not sweep.candidates or c.name in sweep.candidates}
+    # Recorded outputs do not change with parameters: replay candidates are compared, never searched.
+    candidates = {c.name: c for c in cfg.candidates if (c.name in sweep.candidates if sweep.candidates else c.provider != "replay")}
     uri = tracking_uri or cfg.resolved_tracking_uri()
     experiment_id = tracking.configure(uri, cfg.experiment)
     for run_id in tracking.fail_abandoned_runs(experiment_id):
@@ -199,13 +200,8 @@ def _templates(project: Project, sweep: SweepConfig) -> dict[str, Template]:
             version = mlflow.genai.load_prompt(key)
         except Exception as exc:  # MlflowException or a malformed URI
             raise InputError(f"sweep.prompts: cannot load '{key}' ({str(exc).splitlines()[0]})") from None
-        content = version.template
-        if isinstance(content, list):
-            system = next((m["content"] for m in content if m["role"] == "system"), None)
-            user = next(m["content"] for m in content if m["role"] == "user")
-        else:
-            system, user = None, content
-        template = Template.from_text(version.name, user, system, origin=key)
+        user, system, fmt = registry_template_parts(version.template)
+        template = Template.from_text(version.name, user, system, origin=key, format=fmt)
         template.check_columns(project.dataset.columns, project.dataset.path.name)
         templates[key] = template
     return templates
