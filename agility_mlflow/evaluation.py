@@ -146,10 +146,9 @@ def prepare(
     recorded = {}
     for configuration in configurations:
         if configuration.model.provider == "replay" and configuration.name not in recorded:
-            who = "the source" if configuration.role == "source" else f"candidate '{configuration.name}'"
             # Ids are matched against the whole file, so --limit never turns a complete join into an error.
             with problems.collect():
-                recorded[configuration.name] = recorded_outputs(who, configuration.model, full if configuration.model.path else dataset,
+                recorded[configuration.name] = recorded_outputs(configuration.name, configuration.model, full if configuration.model.path else dataset,
                                                                 config.base_dir)[1]
     problems.raise_if_any()
     return Project(config, dataset, templates, metrics, configurations, {k: v for k, v in recorded.items() if v is not None})

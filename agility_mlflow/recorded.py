@@ -47,7 +47,7 @@ def recorded_outputs(
     """Check a replayed model's recorded outputs; return its columns and, for a ``path:`` file, its rows by id.
 
     Args:
-        name: Who the outputs belong to, for messages (``candidate 'claude'``, ``source``).
+        name: The candidate (or ``source``) the outputs belong to, for messages.
         model: A ``provider: replay`` model config.
         dataset: The whole golden dataset (not a ``--limit`` head: ids are matched both ways).
         base_dir: The config's folder, which ``path`` is relative to.
@@ -57,15 +57,17 @@ def recorded_outputs(
     """
     columns = replay_columns(model)
     numbers = {columns.latency: float, columns.ttft: float, columns.input_tokens: int, columns.output_tokens: int}
-    numbers = {column: kind for column, kind in numbers.items() if column}
-    why = f"the recorded outputs of {name}"
+    # The source's own columns are numbers already (the dataset converts them, a gap is "not measured");
+    # columns named in ``columns:`` are checked and converted here, a gap included.
+    numbers = {column: kind for column, kind in numbers.items() if column} if model.columns is not None else {}
+    why = f"the replayed model '{name}'"
     if model.path is None:
         dataset.require([columns.output], why)
         dataset.require_numbers(numbers, why)
         return columns, None
     path = (base_dir / model.path).resolve()
     if not path.is_file():
-        raise InputError(f"{name}: recorded outputs file not found: {path}")
+        raise InputError(f"{why}: recorded outputs file not found: {path}")
     id_column = model.columns.sample_id if model.columns else SAMPLE_ID
     recorded = load_dataset(path, {SAMPLE_ID: id_column} if id_column != SAMPLE_ID else None)
     recorded.require([columns.output], why)
@@ -74,11 +76,11 @@ def recorded_outputs(
     golden_ids = [str(row[SAMPLE_ID]) for row in dataset.rows]
     missing = [i for i in golden_ids if i not in table]
     if missing:
-        raise InputError(f"{path.name}: no recorded output of {name} for {_ids(missing)} of {dataset.path.name} (joined on {id_column})")
+        raise InputError(f"{path.name}: no recorded output of {why} for {_ids(missing)} of {dataset.path.name} (joined on {id_column})")
     known = set(golden_ids)
     unknown = [i for i in table if i not in known]
     if unknown:
-        raise InputError(f"{path.name}: {_ids(unknown)} of {name} not in {dataset.path.name} (joined on {id_column})")
+        raise InputError(f"{path.name}: {_ids(unknown)} of {why} not in {dataset.path.name} (joined on {id_column})")
     return columns, table
 
 

@@ -53,16 +53,16 @@ def test_recorded_candidates_from_columns_and_from_a_file_are_normal_candidate_r
 # Expected stderr of `agility run`; {dir} stands for the project folder.
 JOIN_ERRORS = {
     "ids missing from the file": (
-        MISTRAL[:1], {}, "mistral.csv: no recorded output of candidate 'mistral' for sample_ids 'q1', 'q2' of golden.csv (joined on id)"),
+        MISTRAL[:1], {}, "mistral.csv: no recorded output of the replayed model 'mistral' for sample_ids 'q1', 'q2' of golden.csv (joined on id)"),
     "ids the golden file lacks": (
         [*MISTRAL, {**MISTRAL[0], "id": "q9"}], {},
-        "mistral.csv: sample_id 'q9' of candidate 'mistral' not in golden.csv (joined on id)"),
+        "mistral.csv: sample_id 'q9' of the replayed model 'mistral' not in golden.csv (joined on id)"),
     "a recorded column that is not there": (
-        MISTRAL, {"output": "answer"}, "mistral.csv: missing column 'answer' (needed by the recorded outputs of candidate 'mistral')"),
+        MISTRAL, {"output": "answer"}, "mistral.csv: missing column 'answer' (needed by the replayed model 'mistral')"),
     "a recorded latency that is not a number": (
         [MISTRAL[0], {**MISTRAL[1], "seconds": "fast"}, MISTRAL[2]], {},
         "mistral.csv, row 2, column 'seconds': expected a number, got 'fast'"),
-    "no file": (None, {}, "candidate 'mistral': recorded outputs file not found: {dir}/mistral.csv"),
+    "no file": (None, {}, "the replayed model 'mistral': recorded outputs file not found: {dir}/mistral.csv"),
 }
 
 
@@ -78,7 +78,7 @@ def test_join_errors_exit_2_naming_the_ids(name: str, tmp_path: Path) -> None:
 
 def test_a_recorded_column_missing_from_the_golden_file_and_columns_on_a_called_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run", str(write_project(tmp_path, candidates=[FROM_COLUMNS]))])
-    assert (result.exit_code, result.stderr) == (2, "error: golden.csv: missing column 'claude' (needed by the recorded outputs of candidate 'claude')\n")
+    assert (result.exit_code, result.stderr) == (2, "error: golden.csv: missing column 'claude' (needed by the replayed model 'claude')\n")
     config = write_project(tmp_path, candidates=[{**FROM_COLUMNS, "provider": "openai"}])
     result = CliRunner().invoke(main, ["run", str(config)])
     assert (result.exit_code, result.stderr) == (

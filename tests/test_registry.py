@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from agility_mlflow.evaluation import run_project
+from bench.standin_server import start_standin
 from tests.helpers import GOLDEN_ROWS, REPO, run_cli, write_csv, write_project
 
 LOCAL = {"name": "smol", "provider": "local", "model_id": "smollm2-135m-instruct", "params": {"temperature": 0.0, "max_tokens": 16}}
@@ -49,14 +50,22 @@ def test_the_local_candidate_registers_and_loads_in_a_fresh_process(evaluated: d
     assert len(answers) == 1 and answers[0].strip()  # a real answer from SmolLM2 through the registered config
 
 
-def test_the_comparison_winner_is_registered_with_its_verdict(evaluated: dict) -> None:
-    compared = run_cli("compare", str(evaluated["config"]), "--output", str(evaluated["dir"] / "report"))
+def test_the_comparison_winner_is_registered_with_its_verdict(tmp_path: Path) -> None:
+    # A called model that answers as the source did (a recorded candidate wins too, but cannot be registered).
+    recorded = {row["question"]: row["answer_source_llm"] for row in GOLDEN_ROWS}
+    answer = lambda request: next(a for q, a in recorded.items() if q in request["messages"][-1]["content"])  # noqa: E731
+    with start_standin(latency_s=0.0, answer=answer) as server:
+        echo = {"name": "echo", "provider": "openai", "model_id": "gpt-4o-mini", "base_url": server.url}
+        config = write_project(tmp_path, candidates=[echo], metrics=["token_f1", "exact_match"],
+                               decision={"min_samples": 2, "primary": ["token_f1"]})
+        runs = {s.name: s.run_id for s in run_project(config, progress=False)}
+    compared = run_cli("compare", str(config), "--output", str(tmp_path / "report"))
     assert compared.returncode == 0, compared.stderr[-2000:]
-    assert any(line.startswith("winner: same/qa") for line in compared.stdout.splitlines())
-    result = run_cli("register", str(evaluated["config"]), "--name", "app.winner")
+    assert any(line.startswith("winner: echo/qa") for line in compared.stdout.splitlines())
+    result = run_cli("register", str(config), "--name", "app.winner")
     assert result.returncode == 0, result.stderr[-2000:]
     version = MlflowClient().get_model_version_by_alias("app.winner", "champion")
-    assert version.tags["agility.registered_from_run"] == evaluated["runs"]["same"]
+    assert version.tags["agility.registered_from_run"] == runs["echo"]
     assert version.tags["agility.verdict.outcome"] == "pass"
     assert "token_f1 +0.000" in version.tags["agility.verdict.reasons"]
 
