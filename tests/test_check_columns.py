@@ -16,12 +16,13 @@ from mlflow import MlflowClient
 
 from agility_mlflow.cli import main
 from agility_mlflow.evaluation import run_project
+from bench.standin_server import start_standin
 from tests.helpers import GOLDEN_ROWS, write_csv, write_project
 
 # The team's names for the golden columns.
 TEAM = {"sample_id": "financebench_id", "question": "query", "context": "evidence", "answer_ground_truth": "ground_truths",
         "answer_source_llm": "prod_answer"}
-REPLAY = {"name": "prod", "provider": "replay", "model_id": "gpt-4o-mini"}
+ECHO = {"name": "echo", "provider": "openai", "model_id": "gpt-4o-mini", "stream": False}
 
 
 def _in_schema(names: dict[str, str], rows: list[dict] = GOLDEN_ROWS) -> list[dict]:
@@ -29,11 +30,19 @@ def _in_schema(names: dict[str, str], rows: list[dict] = GOLDEN_ROWS) -> list[di
 
 
 def test_check_reads_the_refreshed_set_in_the_teams_schema(tracking: str, tmp_path: Path) -> None:
+    # A called model that answers as production did (a replay candidate cannot be registered: nothing to call).
+    recorded = {row["question"]: row["answer_source_llm"] for row in GOLDEN_ROWS}
+    answer = lambda request: next(a for q, a in recorded.items() if q in request["messages"][-1]["content"])  # noqa: E731
+    with start_standin(latency_s=0.0, answer=answer) as server:
+        _register_and_check(tracking, tmp_path, {**ECHO, "base_url": server.url})
+
+
+def _register_and_check(tracking: str, tmp_path: Path, candidate: dict) -> None:
     experiment = f"columns-{uuid.uuid4().hex[:8]}"
     model = f"app.columns-{uuid.uuid4().hex[:8]}"
     config = write_project(tmp_path, experiment=experiment, rows=_in_schema(TEAM), dataset={"path": "golden.csv", "columns": TEAM},
-                           candidates=[REPLAY], metrics=["token_f1", "exact_match"], source=None)
-    (summary,) = [s for s in run_project(config, tracking_uri=tracking, progress=False) if s.name == "prod"]
+                           candidates=[candidate], metrics=["token_f1", "exact_match"], source=None)
+    (summary,) = [s for s in run_project(config, tracking_uri=tracking, progress=False) if s.name == "echo"]
     registered = CliRunner().invoke(main, ["register", str(config), "--name", model, "--run-id", summary.run_id, "--tracking-uri", tracking])
     assert registered.exit_code == 0, registered.stderr[-2000:]
     client = MlflowClient(tracking)
