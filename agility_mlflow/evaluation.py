@@ -426,10 +426,11 @@ def run_project(
 
     summaries = []
     try:
-        for configuration in project.configurations:
-            summaries.append(
-                _run_configuration(project, configuration, backends[configuration.name], runner, prompt_uris, experiment_id, parent_run_id)
-            )
+        with tracking.parent_in_experiment(parent_run_id, experiment_id) as parent:
+            for configuration in project.configurations:
+                summaries.append(
+                    _run_configuration(project, configuration, backends[configuration.name], runner, prompt_uris, experiment_id, parent)
+                )
     finally:
         for backend in backends.values():
             backend.close()

@@ -9,6 +9,7 @@ params ``provider``, ``model_id``, every inference parameter, ``dataset_digest``
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -27,6 +28,8 @@ from mlflow.exceptions import MlflowException
 from agility_mlflow._process import process_alive
 from agility_mlflow.config import redact
 from agility_mlflow.prompts import Template
+
+logger = logging.getLogger(__name__)
 
 ROLE = "agility.role"
 CANDIDATE = "agility.candidate"
@@ -224,6 +227,39 @@ def evaluation_run(
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+# Tags of an `mlflow run` project run that say where it came from; its stand-in parent carries them too.
+_PROJECT_TAGS = ("mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit", "mlflow.source.git.repoURL",
+                 "mlflow.gitRepoURL", "mlflow.project.entryPoint", "mlflow.project.env", "mlflow.project.backend", "mlflow.user")
+
+
+@contextmanager
+def parent_in_experiment(parent_run_id: str | None, experiment_id: str) -> Iterator[str | None]:
+    """The run to nest under: ``parent_run_id`` itself, or a stand-in for it in ``experiment_id``.
+
+    ``mlflow run . -e run`` without ``--experiment-name`` opens its run in the Default experiment, while
+    agility's runs go to the config's experiment: the UI then shows the parent without children in
+    one place and orphans in the other. A run cannot move between experiments, so the entry point's
+    run gets a stand-in in the config's experiment (same name and source tags, tagged
+    ``agility.project_run``) that ends with the command, and the original is tagged with where it went.
+    """
+    client = MlflowClient()
+    if parent_run_id is None or client.get_run(parent_run_id).info.experiment_id == experiment_id:
+        yield parent_run_id
+        return
+    project_run = client.get_run(parent_run_id)
+    tags = {k: v for k, v in project_run.data.tags.items() if k in _PROJECT_TAGS}
+    stand_in = client.create_run(experiment_id, run_name=project_run.info.run_name, tags={**tags, "agility.project_run": parent_run_id})
+    client.set_tag(parent_run_id, "agility.runs_under", f"{stand_in.info.run_id} (experiment {experiment_id})")
+    logger.warning("mlflow run opened run %s in another experiment; agility's runs are under run %s in the config's experiment "
+                   "(pass --experiment-name to mlflow run to keep one)", parent_run_id, stand_in.info.run_id)
+    try:
+        yield stand_in.info.run_id
+    except BaseException:
+        client.set_terminated(stand_in.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(stand_in.info.run_id, status="FINISHED")
 
 
 def _end(run_id: str, status: str, reason: str) -> None:

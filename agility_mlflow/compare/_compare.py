@@ -217,7 +217,8 @@ def _log_comparison(comparison: Comparison, experiment_id: str, parent_run_id: s
     tags = {tracking.ROLE: "comparison", SOURCE_RUN: comparison.source.run_id, WINNER: winner.run.run_id if winner else "none"}
     if winner:
         tags[WINNER_NAME] = winner.run.name
-    with tracking.evaluation_run(experiment_id, "comparison", tags, parent_run_id=parent_run_id) as run_id:
+    with tracking.parent_in_experiment(parent_run_id, experiment_id) as parent, \
+            tracking.evaluation_run(experiment_id, "comparison", tags, parent_run_id=parent) as run_id:
         comparison.run_id = run_id
         tracking.log_run_data(run_id, _params(comparison), _metrics(comparison))
         assert comparison.output_dir is not None
