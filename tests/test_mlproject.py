@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 import sys
+import uuid
 from pathlib import Path
 
 from mlflow import MlflowClient
