@@ -164,6 +164,8 @@ class TraceWriter:
                 self._busy = True
             try:
                 self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure, or flush() would wait forever
+                self._failures.add(len(batch), exc)
             finally:
                 with self._cond:
                     self._busy = False
@@ -186,6 +188,8 @@ class TraceWriter:
                     client.link_traces_to_run(ids[start : start + MAX_TRACE_LINKS_PER_REQUEST], run_id)
             except Exception as exc:  # noqa: BLE001 - a lost trace must not sink the run: counted and reported
                 self._failures.add(len(items), exc)
+            else:
+                logger.debug("wrote %d sample traces of run %s", len(items), run_id)
 
 
 _writer = TraceWriter()

@@ -58,13 +58,23 @@ def test_a_failed_sample_is_an_error_trace(tmp_path: Path) -> None:
 
 
 def test_a_write_that_fails_is_counted_and_reported_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracking.configure(uri, "lost")
+    uri = f"sqlite:///{tmp_path / 'no-such-folder' / 'mlflow.db'}"  # a store that cannot be opened
     spans = [_trace_writer.sample_span(name="m", provider="openai", model_id="m", messages=[], output="x", error=None, start_ns=1,
                                        end_ns=2, input_tokens=1, output_tokens=1, cost_usd=None, attributes={}) for _ in range(3)]
     for trace_id, span in spans:
-        _trace_writer.submit(uri, "424242", "no-such-run", trace_id, span)  # no such experiment
+        _trace_writer.submit(uri, "1", "no-such-run", trace_id, span)
     with caplog.at_level(logging.WARNING, logger="agility_mlflow._trace_writer"):
         assert _trace_writer.flush() == 3
     assert "3 sample traces could not be written to MLflow" in caplog.text
     assert _trace_writer.flush() == 0  # reported once
+
+
+def test_the_writer_survives_an_unexpected_failure_and_flush_returns(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: _trace_writer.TraceWriter, batch: list) -> None:
+        raise ImportError("no mlflow here")
+
+    monkeypatch.setattr(_trace_writer.TraceWriter, "_write", broken)
+    writer = _trace_writer.TraceWriter(chunk=2)
+    for number in range(5):
+        writer.submit("sqlite:///unused.db", "1", "run", f"tr-{number}", span=None)
+    assert writer.flush() == 5  # every batch failed, none hung the flush
