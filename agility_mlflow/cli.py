@@ -230,11 +230,13 @@ def review_group() -> None:
 @click.option("--disagree", help="Two score columns, A,B: pick the samples where they disagree most.")
 @click.option("--most-disagreeing", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--sample", type=click.IntRange(min=0), default=10, show_default=True, help="Random samples of the rest.")
+@click.option("--per-category", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Samples of each error category (after `agility analyze` on the run).")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI).")
 @_handle_errors
 def review_export_command(
     run_id: str, output: str, metric: str | None, worst: int, disagree: str | None, most_disagreeing: int, sample: int,
-    tracking_uri: str | None,
+    per_category: int, tracking_uri: str | None,
 ) -> None:
     """Write the samples of RUN_ID worth a human look to a CSV with empty human_score/human_reasoning columns."""
     from agility_mlflow.review import export_review
@@ -246,7 +248,8 @@ def review_export_command(
             raise InputError(f"--disagree '{disagree}': give two score columns as A,B")
         pair = (parts[0], parts[1])
     _use_tracking_uri(tracking_uri)
-    count = export_review(run_id, output, metric=metric, worst=worst, disagree=pair, most_disagreeing=most_disagreeing, sample=sample)
+    count = export_review(run_id, output, metric=metric, worst=worst, disagree=pair, most_disagreeing=most_disagreeing, sample=sample,
+                          per_category=per_category)
     click.echo(f"{count} samples to review -> {output}")
 
 

@@ -24,6 +24,8 @@ from agility_mlflow.errors import InputError
 
 SCORE, REASONING, PICKED = "human_score", "human_reasoning", "picked_because"
 _SHOWN = ["sample_id", "output", "reference", "error"]
+CATEGORY = "error_category"
+_ANALYSIS = [CATEGORY, "error_reason"]
 
 
 def export_review(
@@ -36,16 +38,27 @@ def export_review(
     most_disagreeing: int = 10,
     sample: int = 10,
     seed: int = 0,
+    per_category: int = 0,
 ) -> int:
     """Write the samples of run ``run_id`` worth a human look to ``output`` (CSV); returns how many.
+
+    When ``agility analyze`` has analyzed the run, its ``error_category`` and ``error_reason`` columns come
+    along, so reviewers confirm or correct the categories rather than read raw rows.
 
     Args:
         metric: Pick the ``worst`` samples with the lowest value of this column (errors first).
         disagree: Two score columns; pick the ``most_disagreeing`` samples where their ranks differ most.
         sample: Add this many random samples of the rest (``seed`` makes it repeatable).
+        per_category: Pick up to this many samples of each error category (needs ``agility analyze`` first).
     """
-    table = _results(run_id)
+    table = _with_categories(_results(run_id), run_id)
     picked: dict[str, str] = {}
+    if per_category:
+        if CATEGORY not in table:
+            raise InputError(f"run {run_id} has no error categories to pick by: run `agility analyze` on it first")
+        for category, group in table.dropna(subset=[CATEGORY]).groupby(CATEGORY, sort=True):
+            for sample_id in group["sample_id"].head(per_category):
+                picked.setdefault(sample_id, f"error category {category}")
     if metric is not None:
         _require(table, [metric], run_id)
         ordered = table.assign(_errored=table["error"].notna()).sort_values(["_errored", metric], ascending=[False, True])
@@ -61,8 +74,8 @@ def export_review(
     for sample_id in rest.sample(n=min(sample, len(rest)), random_state=seed)["sample_id"]:
         picked[sample_id] = "random"
     chosen = table.set_index("sample_id").loc[list(picked)].reset_index()
-    scores = [c for c in table.columns if c not in _SHOWN and c not in _BOOKKEEPING]
-    frame = chosen[[c for c in _SHOWN if c in chosen] + scores].assign(**{PICKED: list(picked.values()), SCORE: "", REASONING: ""})
+    scores = [c for c in table.columns if c not in _SHOWN and c not in _BOOKKEEPING and c not in _ANALYSIS]
+    frame = chosen[[c for c in [*_SHOWN, *_ANALYSIS] if c in chosen] + scores].assign(**{PICKED: list(picked.values()), SCORE: "", REASONING: ""})
     frame.to_csv(output, index=False)
     return len(frame)
 
@@ -114,6 +127,23 @@ def _results(run_id: str) -> pd.DataFrame:
     table = pd.DataFrame(data["data"], columns=data["columns"])
     table["sample_id"] = table["sample_id"].astype(str)
     return table
+
+
+def _with_categories(table: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    """``table`` with the run's ``error_category`` and ``error_reason`` from ``analysis.json``, when it was analyzed."""
+    from mlflow import MlflowClient
+
+    from agility_mlflow.analysis import ANALYSIS_ARTIFACT
+    from agility_mlflow.compare import read_results
+
+    client = MlflowClient()
+    if ANALYSIS_ARTIFACT not in {f.path for f in client.list_artifacts(run_id)}:
+        return table
+    rows = read_results(run_id, client=client, artifact=ANALYSIS_ARTIFACT)
+    if not rows:
+        return table
+    categories = pd.DataFrame([{"sample_id": str(r["sample_id"]), **{c: r.get(c) for c in _ANALYSIS}} for r in rows])
+    return table.merge(categories, on="sample_id", how="left")
 
 
 def _require(table: pd.DataFrame, columns: list[str], run_id: str) -> None:

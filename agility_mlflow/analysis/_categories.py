@@ -192,7 +192,7 @@ def _gives_reference_figures(answer: str, reference: str) -> bool:
 
 
 def _figure_text(number: Any) -> str:
-    text = f"{number.value:,.6g}"
+    text = f"{number.value:.6g}"
     return f"{number.currency}{text}{' ' + number.scale if number.scale else ''}{'%' if number.percent else ''}"
 
 

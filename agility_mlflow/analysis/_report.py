@@ -98,14 +98,15 @@ def analysis_text(analysis: Analysis) -> str:
             width = max(len(label) for label, _, _ in drift)
             lines.append(f"  {'drift (same samples)':<{width}}  {'source':>8}  {'candidate':>9}")
             lines += [f"  {label:<{width}}  {src:>8}  {cand:>9}" for label, src, cand in drift]
-        by = item.judge or "offline: drift signals + clustering"
-        lines.append(f"  why it loses ({by})          candidate  source")
+        by = f"judge {item.judge}" if item.judge else "offline: drift signals + clustering"
+        lines.append(f"  why it loses, categorized by {by}:")
+        lines.append(f"    {'category':<20} {'candidate':>9}  {'source':>6}  example")
         for name, (cand, src) in item.counts().items():
             if not cand and not src:
                 continue
             example = item.examples(name, 1)
-            shown = f"  e.g. {example[0].failure.sample_id}: {_short(example[0].reason)}" if example else ""
-            lines.append(f"    {name:<24} {cand:>9}  {src:>6}{shown}")
+            shown = f"  {example[0].failure.sample_id}: {_short(example[0].reason)}" if example else ""
+            lines.append(f"    {name:<20} {cand:>9}  {src:>6}{shown}")
         worse = [s for s in item.slices if s.outcome == "worse"]
         for result in worse:
             lines.append(f"  worse on {result.text}")

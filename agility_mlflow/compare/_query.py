@@ -162,24 +162,25 @@ def load_results(runs: Sequence[RunRecord], *, client: MlflowClient | None = Non
             return list(pool.map(load, runs))
 
 
-def read_results(run_id: str, *, client: MlflowClient | None = None) -> list[dict[str, Any]] | None:
-    """One run's ``eval_results.json`` rows; ``None`` (and a warning) when it is missing or unreadable."""
+def read_results(run_id: str, *, client: MlflowClient | None = None, artifact: str = RESULTS_ARTIFACT) -> list[dict[str, Any]] | None:
+    """One run's ``eval_results.json`` rows (or another per-sample table, e.g. ``analysis.json``); ``None``
+    (and a warning) when it is missing or unreadable."""
     with _quiet_downloads(), tempfile.TemporaryDirectory(prefix="agility-results-") as scratch:
-        return _read_results(client or MlflowClient(), run_id, Path(scratch))
+        return _read_results(client or MlflowClient(), run_id, Path(scratch), artifact)
 
 
-def _read_results(client: MlflowClient, run_id: str, directory: Path) -> list[dict[str, Any]] | None:
+def _read_results(client: MlflowClient, run_id: str, directory: Path, artifact: str = RESULTS_ARTIFACT) -> list[dict[str, Any]] | None:
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        path = client.download_artifacts(run_id, RESULTS_ARTIFACT, str(directory))
+        path = client.download_artifacts(run_id, artifact, str(directory))
         table = json.loads(Path(path).read_text(encoding="utf-8"))
         columns, data = table["columns"], table["data"]
         rows = [dict(zip(columns, values)) for values in data]
     except (MlflowException, OSError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("run %s: cannot read %s (%s)", run_id, RESULTS_ARTIFACT, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        logger.warning("run %s: cannot read %s (%s)", run_id, artifact, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None
     if rows and "sample_id" not in rows[0]:
-        logger.warning("run %s: %s has no sample_id column", run_id, RESULTS_ARTIFACT)
+        logger.warning("run %s: %s has no sample_id column", run_id, artifact)
         return None
     return rows
 

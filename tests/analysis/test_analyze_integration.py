@@ -7,6 +7,7 @@ The judge names categories by what it reads (scripted), so counts, columns, asse
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import tempfile
@@ -19,6 +20,7 @@ from mlflow import MlflowClient
 
 from agility_mlflow.analysis import categorize_offline, cluster_texts, failing_samples, taxonomy
 from agility_mlflow.pricing import cost_usd, lookup_price
+from agility_mlflow.review import export_review
 from bench.standin_server import start_standin
 from tests.helpers import run_cli, write_project
 
@@ -100,6 +102,15 @@ def test_judge_categories_counts_columns_cost_and_trace_assessments(tmp_path: Pa
     assert "mini/qa" in result.stdout and "loses on 3 of 6 paired samples" in result.stdout
     assert re.search(r"refusal\s+1\s+0", result.stdout) and re.search(r"wrong_number\s+1\s+1", result.stdout)
     assert "missing_unit" in (tmp_path / "analysis" / "analysis.md").read_text()
+
+    # Reviewers get the categories: one sample of each, with the judge's reason beside the answer.
+    assert export_review(run.info.run_id, tmp_path / "review.csv", per_category=1, sample=0) == 3
+    with (tmp_path / "review.csv").open() as handle:
+        exported = {row["sample_id"]: row for row in csv.DictReader(handle)}
+    assert {sid: (row["error_category"], row["error_reason"], row["picked_because"]) for sid, row in exported.items()} == {
+        "s1": ("missing_unit", REASONS["missing_unit"], "error category missing_unit"),
+        "s2": ("refusal", REASONS["refusal"], "error category refusal"),
+        "s3": ("wrong_number", REASONS["wrong_number"], "error category wrong_number")}
 
 
 def test_offline_categories_and_clusters_are_deterministic_with_a_seed() -> None:
