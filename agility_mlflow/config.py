@@ -83,8 +83,14 @@ class InferenceParams(_Strict):
     max_tokens: int = Field(256, ge=1)
     stop: list[str] = Field(default_factory=list)
     seed: int | None = None
+    top_k: int | None = Field(None, ge=1)
+    """Sample from the k likeliest tokens (local, Bedrock ``additionalModelRequestFields.top_k``, OpenAI-compatible servers)."""
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    """OpenAI reasoning models' effort."""
+    thinking_budget: int | None = Field(None, ge=1)
+    """Tokens Claude on Bedrock may think for (extended thinking, through ``additionalModelRequestFields``)."""
     extra: dict[str, Any] = Field(default_factory=dict)
-    """Provider-specific fields (Bedrock ``additionalModelRequestFields``, OpenAI extras)."""
+    """Any other provider field (Bedrock ``additionalModelRequestFields``, OpenAI request fields or body extras)."""
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -128,7 +134,20 @@ class ModelConfig(_Strict):
         for key in ("columns", "path"):
             if getattr(self, key) is not None and self.provider != "replay":
                 raise ValueError(f"'{key}' names recorded outputs: it needs provider: replay, not {self.provider}")
+        for name in sorted(set(self.params.model_fields_set) & set(PROVIDER_PARAMS)):
+            unsupported_param(self.provider, name)
         return self
+
+
+# Controls only some providers have: a model never silently ignores one (a sweep over it would show nothing).
+PROVIDER_PARAMS = {"reasoning_effort": ("openai",), "thinking_budget": ("bedrock",), "top_k": ("local", "openai", "bedrock")}
+
+
+def unsupported_param(provider: str, name: str) -> None:
+    """Raise ``ValueError`` when ``provider`` has no inference parameter ``name`` (``extra.*`` always passes)."""
+    allowed = PROVIDER_PARAMS.get(name)
+    if allowed is not None and provider not in allowed:
+        raise ValueError(f"params.{name} is for {' and '.join(allowed)} models, not {provider} (put a provider field under params.extra)")
 
 
 class CandidateConfig(ModelConfig):
@@ -255,10 +274,10 @@ class SweepConfig(_Strict):
     @field_validator("params")
     @classmethod
     def _known_params(cls, value: dict[str, Any]) -> dict[str, Any]:
-        searchable = {"temperature", "top_p", "max_tokens"}
+        searchable = {"temperature", "top_p", "max_tokens", "seed", "top_k", "reasoning_effort", "thinking_budget"}
         for name in value:
-            if name not in searchable:
-                raise ValueError(f"cannot search '{name}' (searchable: {', '.join(sorted(searchable))})")
+            if name not in searchable and not (name.startswith("extra.") and len(name) > len("extra.")):
+                raise ValueError(f"cannot search '{name}' (searchable: {', '.join(sorted(searchable))}, extra.FIELD)")
         return value
 
 
@@ -487,6 +506,14 @@ class Config(_Strict):
                     problems.append(f"key 'sweep.candidates': unknown candidate '{name}'")
                 elif next(c for c in self.candidates if c.name == name).provider == "replay":
                     problems.append(f"key 'sweep.candidates': '{name}' replays recorded outputs: there is nothing to search")
+            for candidate in self.candidates:
+                if candidate.provider == "replay" or (self.sweep.candidates and candidate.name not in self.sweep.candidates):
+                    continue
+                for param in self.sweep.params:
+                    try:
+                        unsupported_param(candidate.provider, param)
+                    except ValueError as exc:
+                        problems.append(f"key 'sweep.params.{param}': candidate '{candidate.name}': {exc}")
             if not any(c.provider != "replay" for c in self.candidates):
                 problems.append("key 'sweep': needs at least one entry under candidates that calls a model (not replay)")
         if problems:  # every one of them, one line each (see _describe)

@@ -31,11 +31,18 @@ class StandinServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
 
-    def __init__(self, latency_s: float, throttle_fraction: float, answer: Callable[[dict[str, Any]], str]) -> None:
+    def __init__(
+        self,
+        latency_s: float,
+        throttle_fraction: float,
+        answer: Callable[[dict[str, Any]], str],
+        reject: Callable[[dict[str, Any]], str | None] | None = None,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.latency_s = latency_s
         self.throttle_fraction = throttle_fraction
         self.answer = answer
+        self.reject = reject  # a request -> the 400 message of a parameter the model does not take, or None
         self.calls = 0
         self.throttled = 0
         self.answered: list[dict[str, Any]] = []  # the body of each request answered (not throttled)
@@ -85,6 +92,10 @@ class _Handler(BaseHTTPRequestHandler):
         if throttle:
             self._json(429, {"error": {"message": "Rate limit reached", "type": "rate_limit_error"}})
             return
+        rejected = self.server.reject(request) if self.server.reject else None
+        if rejected:
+            self._json(400, {"error": {"message": rejected, "type": "invalid_request_error", "code": "unsupported_parameter"}})
+            return
         time.sleep(self.server.latency_s)
         text = self.server.answer(request)
         usage = {"prompt_tokens": sum(len(m["content"]) // 4 for m in request["messages"]), "completion_tokens": len(text) // 4}
@@ -120,10 +131,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def start_standin(
-    latency_s: float = 0.1, throttle_fraction: float = 0.0, answer: Callable[[dict[str, Any]], str] = lambda request: "The answer is 42."
+    latency_s: float = 0.1,
+    throttle_fraction: float = 0.0,
+    answer: Callable[[dict[str, Any]], str] = lambda request: "The answer is 42.",
+    reject: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Iterator[StandinServer]:
     """Serve in a background thread; ``throttle_fraction=0.3`` answers 3 calls in 10 with HTTP 429."""
-    server = StandinServer(latency_s, throttle_fraction, answer)
+    server = StandinServer(latency_s, throttle_fraction, answer, reject)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -63,8 +63,8 @@ def converse_request(model_id: str, messages: Sequence[Message], params: Mapping
         messages: ``{"role", "content"}`` dicts. System messages (wherever they are) become ``system``
             blocks; consecutive turns of the same role are merged into one message of several text
             blocks, because Converse rejects two user (or two assistant) messages in a row.
-        params: ``temperature``, ``top_p``, ``max_tokens``, ``stop`` and ``extra`` (sent as
-            ``additionalModelRequestFields``); ``seed`` is ignored, Converse has none. ``top_p`` of 1.0
+        params: ``temperature``, ``top_p``, ``max_tokens``, ``stop``; ``top_k``, ``thinking_budget`` (Claude's
+            ``thinking: {type: enabled, budget_tokens}``) and ``extra`` go to ``additionalModelRequestFields``; ``seed`` is ignored, Converse has none. ``top_p`` of 1.0
             (the config default) is not sent: it means "no nucleus cut-off" anyway, and newer Claude
             models reject a request that sets both temperature and topP.
     """
@@ -91,8 +91,14 @@ def converse_request(model_id: str, messages: Sequence[Message], params: Mapping
     request: dict[str, Any] = {"modelId": model_id, "messages": turns, "inferenceConfig": inference}
     if system:
         request["system"] = system
-    if params.get("extra"):
-        request["additionalModelRequestFields"] = dict(params["extra"])
+    fields: dict[str, Any] = {}
+    if params.get("top_k") is not None:
+        fields["top_k"] = params["top_k"]
+    if params.get("thinking_budget") is not None:  # Claude's extended thinking
+        fields["thinking"] = {"type": "enabled", "budget_tokens": params["thinking_budget"]}
+    fields.update(params.get("extra") or {})
+    if fields:
+        request["additionalModelRequestFields"] = fields
     return request
 
 

@@ -167,6 +167,8 @@ class LocalBackend(Backend):
         }
         if params.get("seed") is not None:
             kwargs["seed"] = params["seed"]
+        if params.get("top_k") is not None:
+            kwargs["top_k"] = params["top_k"]
         if params.get("response_schema"):
             # llama.cpp turns the schema into a grammar: even a tiny model then replies with valid JSON.
             kwargs["response_format"] = {"type": "json_object", "schema": params["response_schema"]}

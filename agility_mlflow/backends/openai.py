@@ -63,8 +63,12 @@ class OpenAIBackend(Backend):
             "temperature": params.get("temperature", 0.0),
             "top_p": params.get("top_p", 1.0),
             "max_tokens": params.get("max_tokens", 256),
-            **dict(params.get("extra") or {}),
+            **_request_fields(dict(params.get("extra") or {}), self._client.chat.completions.create),
         }
+        if params.get("reasoning_effort"):
+            request["reasoning_effort"] = params["reasoning_effort"]
+        if params.get("top_k") is not None:  # not an OpenAI field; vLLM, llama.cpp and others read it from the body
+            request["extra_body"] = {**request.get("extra_body", {}), "top_k": params["top_k"]}
         if params.get("stop"):
             request["stop"] = list(params["stop"])
         if params.get("seed") is not None:
@@ -131,6 +135,18 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _request_fields(extra: dict[str, Any], create: Any) -> dict[str, Any]:
+    """``extra`` as ``create`` takes it: its own keyword arguments as they are, any other field in ``extra_body``."""
+    import inspect
+
+    known = set(inspect.signature(create).parameters)
+    body = {k: v for k, v in extra.items() if k not in known}
+    fields = {k: v for k, v in extra.items() if k in known}
+    if body:
+        fields["extra_body"] = {**(fields.get("extra_body") or {}), **body}
+    return fields
 
 
 def _message(exc: Exception) -> str:

@@ -14,7 +14,8 @@ from agility_mlflow.config import CandidateConfig, Choices, Range, SweepConfig
 from agility_mlflow.errors import InputError
 from agility_mlflow.prompts import Template
 
-_INTEGER_PARAMS = {"max_tokens"}
+_INTEGER_PARAMS = {"max_tokens", "seed", "top_k", "thinking_budget"}
+EXTRA = "extra."
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,13 @@ def suggest(
     instruction = trial.suggest_categorical("instruction", list(sweep.instructions))
     base = candidates[name]
     params = base.params.model_dump()
+    params["extra"] = dict(params["extra"])
     for param, space in sweep.params.items():
-        params[param] = _suggest_param(trial, param, space)
+        value = _suggest_param(trial, param, space)
+        if param.startswith(EXTRA):  # a provider field: extra.top_k sets params.extra.top_k
+            params["extra"][param.removeprefix(EXTRA)] = value
+        else:
+            params[param] = value
     candidate = base.model_copy(update={"params": base.params.model_validate(params)})
     return TrialPlan(candidate, variant(templates[prompt_key], instruction), prompt_key, instruction)
 
@@ -91,7 +97,7 @@ def trial_name(plan: TrialPlan, prompt_uri: str, parameters: Sequence[str], numb
 def _suggest_param(trial: optuna.Trial, name: str, space: Range | Choices) -> Any:
     if isinstance(space, Choices):
         return trial.suggest_categorical(name, space.choices)
-    if name in _INTEGER_PARAMS:
+    if _is_integer(name, space):
         return trial.suggest_int(name, int(space.low), int(space.high), step=int(space.step or 1), log=space.log)
     return trial.suggest_float(name, space.low, space.high, step=space.step, log=space.log)
 
@@ -106,10 +112,17 @@ def grid(sweep: SweepConfig, candidates: Sequence[str], prompt_keys: Sequence[st
             raise InputError(f"sweep.params.{name}: the grid sampler needs 'step' or 'choices'")
         else:
             values = np.arange(spec.low, spec.high + spec.step / 2, spec.step)
-            space[name] = [int(v) for v in values] if name in _INTEGER_PARAMS else [round(float(v), 10) for v in values]
+            space[name] = [int(v) for v in values] if _is_integer(name, spec) else [round(float(v), 10) for v in values]
     return space
 
 
 def size(space: Mapping[str, Sequence[Any]]) -> int:
     """How many configurations a finite space holds."""
     return int(np.prod([len(v) for v in space.values()]))
+
+
+def _is_integer(name: str, space: Range) -> bool:
+    """Integer parameters, and provider fields (``extra.*``) whose range bounds and step are whole numbers."""
+    if name.startswith(EXTRA):
+        return all(float(v).is_integer() for v in (space.low, space.high, space.step or 1))
+    return name in _INTEGER_PARAMS
