@@ -139,6 +139,35 @@ def sweep_command(
         click.echo(f"best trial {trial.number}: [{values}] {trial.params} run {trial.user_attrs.get('mlflow_run_id')}")
 
 
+@main.command("optimize")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--prompt", required=True, help="The config prompt to optimize.")
+@click.option("--candidate", required=True, help="The candidate model to optimize it on.")
+@click.option("--budget-usd", type=float, help="Never spend more than this (target, judge and reflection together).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: the config's, then MLFLOW_TRACKING_URI).")
+@_handle_errors
+def optimize_command(config: str, prompt: str, candidate: str, budget_usd: float | None, tracking_uri: str | None) -> None:
+    """Improve a prompt on a candidate model (GEPA), then evaluate the best once on held-out samples."""
+    from agility_mlflow.optimize import optimize_prompt
+
+    # Under `mlflow run`, MLFLOW_RUN_ID names the project's run: nest ours under it instead of reusing it.
+    parent_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    result = optimize_prompt(config, prompt, candidate, budget_usd=budget_usd, tracking_uri=tracking_uri, parent_run_id=parent_run_id)
+    calls = ", ".join(f"{role} {n}" for role, n in sorted(result.calls.items()))
+    click.echo(f"optimization run {result.optimization_run_id}: {result.n_prompts} prompts evaluated, {result.n_discarded} proposals discarded"
+               + (" (stopped by the budget)" if result.stopped_by_budget else ""))
+    click.echo(f"validation: {result.seed_prompt_uri} {result.seed_validation_score:.4f} -> {result.best_prompt_uri} {result.best_validation_score:.4f}")
+    click.echo(f"test run {result.test_run_id} ({len(result.split.test)} held-out samples): "
+               + ", ".join(f"{k} {v:.4f}" for k, v in result.test_metrics.items() if k in _quality_names(config)))
+    click.echo(f"spent: {sum(result.calls.values())} calls ({calls}), ${result.cost_usd:.4f}; decide it with: agility compare {config}")
+
+
+def _quality_names(config: str) -> list[str]:
+    from agility_mlflow.config import load_config
+
+    return list(load_config(config).metrics)
+
+
 @main.command("compare")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--tracking-uri", help="MLflow tracking URI (default: the config's, then MLFLOW_TRACKING_URI).")

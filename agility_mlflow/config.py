@@ -281,6 +281,60 @@ class SweepConfig(_Strict):
         return value
 
 
+class SplitConfig(_Strict):
+    """How ``agility optimize`` splits the samples, fixed by ``sample_id``: train feeds the reflection,
+    validation picks the best prompt, test is touched once by the final candidate run."""
+
+    train: float = Field(0.6, gt=0, lt=1)
+    validation: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+    stratify: str | None = None
+    """A dataset column whose values each split keeps in proportion (e.g. ``question_type``)."""
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must sum to 1, got {total:g}")
+        return self
+
+
+class ReflectionConfig(ModelConfig):
+    """The model that reads failures and proposes new prompts (``optimize.reflection``); any backend."""
+
+    provider: Provider = "local"
+    model_id: str = "smollm2-135m-instruct"
+    params: InferenceParams = Field(default_factory=lambda: InferenceParams(temperature=0.7, max_tokens=1024))
+
+    @field_validator("provider")
+    @classmethod
+    def _not_replay(cls, value: str) -> str:
+        if value == "replay":
+            raise ValueError("a reflection model must call a model: use local, openai or bedrock")
+        return value
+
+
+class OptimizeConfig(_Strict):
+    """The ``optimize:`` section: reflective prompt evolution (GEPA) on one candidate, proven on a held-out split."""
+
+    objective: str | dict[str, float] | None = None
+    """A metric, or ``{metric: weight}`` (weighted sum, maximized), e.g. ``{numeric_match: 1.0, output_tokens_mean: -0.002}``.
+    Default: the first metric in ``metrics:``."""
+    reflection: ReflectionConfig | None = None
+    """Default: the judge's model when there is a ``judge:``, else the local model."""
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    max_calls: int = Field(400, ge=1)
+    """Target + judge + reflection calls in all, the final test run included: never crossed."""
+    feedback: list[str] | None = None
+    """Metrics whose per-sample results (and judges' reasons) the reflection reads; default every metric."""
+    criteria: str | None = None
+    """The SME's criteria every new prompt must respect (file or text); default ``judge.style_guide``."""
+    minibatch: int = Field(3, ge=1, le=50)
+    """Training samples the reflection reads per proposal."""
+    seed: int = 0
+
+
 class DecisionConfig(_Strict):
     """The ``decision:`` section: when a candidate may replace the source (``agility compare``).
 
@@ -457,6 +511,8 @@ class Config(_Strict):
     """The judge model; metrics that need one (``llm_judge``, Ragas, DeepEval) fail fast without it."""
     steps: list[StepConfig] | None = None
     """A multi-step application: the calls in order; the last step's output is the answer scored."""
+    optimize: OptimizeConfig | None = None
+    """``agility optimize``: reflective prompt evolution on a candidate, decided on held-out samples."""
 
     path: Path = Field(Path("agility.yaml"), exclude=True)
     """Where the config was read from; relative paths resolve against its folder."""

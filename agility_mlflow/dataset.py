@@ -122,6 +122,19 @@ class GoldenDataset:
         limit = n if self._limit is None else min(n, self._limit)
         return GoldenDataset(self.path, None, self.columns, self.digest, self.renames, limit=limit, lenient=self._lenient)
 
+    def subset(self, sample_ids: Iterable[str]) -> GoldenDataset:
+        """The rows with these ``sample_id`` values, in file order; its digest names the subset.
+
+        Example:
+            >>> ds = GoldenDataset(Path("g.csv"), [{"sample_id": "a"}, {"sample_id": "b"}], ["sample_id"], "d0")
+            >>> [row["sample_id"] for row in ds.subset(["b"]).rows], ds.subset(["b"]).digest != ds.digest
+            (['b'], True)
+        """
+        wanted = {str(i) for i in sample_ids}
+        rows = [row for row in self.rows if str(row[SAMPLE_ID]) in wanted]
+        digest = hashlib.sha256(json.dumps([self.digest, sorted(wanted)]).encode()).hexdigest()[:16]
+        return GoldenDataset(self.path, rows, self.columns, digest, self.renames)
+
     def require(self, columns: Iterable[str], why: str) -> None:
         """Fail unless every row has a value in each of ``columns``; ``why`` says who needs them.
 

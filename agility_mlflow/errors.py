@@ -94,6 +94,15 @@ class ProviderError(AgilityError):
     """A model provider failed in a way that retrying will not fix (bad model id, access denied)."""
 
 
+class BudgetExhausted(ProviderError):
+    """A call would cross a call or spend limit: it is not made, and the work that needed it stops.
+
+    A run stopped this way ends KILLED (stopped on purpose, its partial result never FINISHED).
+    """
+
+    run_status = "KILLED"
+
+
 class RetryableError(AgilityError):
     """A transient provider failure (throttling, 5xx, timeout, a broken stream): worth another try.
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -486,12 +486,38 @@ def _run_configuration(
     experiment_id: str,
     parent_run_id: str | None,
 ) -> RunSummary:
+    return evaluate_into_run(
+        project, configuration, backend, runner, prompt_uris[configuration.template.name], experiment_id, parent_run_id=parent_run_id
+    )
+
+
+def evaluate_into_run(
+    project: Project,
+    configuration: Configuration,
+    backend: Backend,
+    runner: Runner,
+    prompt_uri: str,
+    experiment_id: str,
+    *,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    on_result: Callable[[EvaluationResult, str], None] | None = None,
+) -> RunSummary:
+    """Evaluate ``configuration`` on ``project.dataset`` into one logged MLflow run (FAILED if anything raises).
+
+    Evaluate a subset by passing a project whose dataset is ``dataset.subset(ids)``. ``tags`` add to
+    the role and candidate tags; ``on_result(result, run_id)`` sees the scored rows before the run ends.
+
+    Example:
+        >>> project = prepare("projects/financial-qa/agility.yaml", limit=3)  # doctest: +SKIP
+        >>> summary = evaluate_into_run(project, project.configurations[1], backend, runner, "prompts:/fin-qa/1", "0")  # doctest: +SKIP
+    """
     from agility_mlflow import tracking
 
-    prompt_uri = prompt_uris[configuration.template.name]
-    tags = {tracking.ROLE: configuration.role, tracking.CANDIDATE: configuration.name}
+    all_tags = {tracking.ROLE: configuration.role, tracking.CANDIDATE: configuration.name, **(tags or {})}
     with tracking.evaluation_run(
-        experiment_id, configuration.run_name, tags, prompt_uri=prompt_uri, parent_run_id=parent_run_id
+        experiment_id, run_name or configuration.run_name, all_tags, prompt_uri=prompt_uri, parent_run_id=parent_run_id
     ) as run_id:
         result = evaluate(configuration, backend, project.dataset, project.metrics, runner, project.config.price_overrides())
         if configuration.role == "source":
@@ -503,6 +529,8 @@ def _run_configuration(
                 configuration.model.model_id,
             )
         log_evaluation(project, configuration, result, run_id, prompt_uri)
+        if on_result is not None:
+            on_result(result, run_id)
         if result.metrics["n_errors"] == result.metrics["n_samples"]:
             first = next(row["error"] for row in result.rows if row["error"])
             raise AgilityError(f"{configuration.run_name}: every sample failed; first error: {first}")
@@ -621,4 +649,4 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-__all__ = ["Configuration", "EvaluationResult", "Project", "RunSummary", "evaluate", "prepare", "run_project", "summary_table"]
+__all__ = ["Configuration", "EvaluationResult", "Project", "RunSummary", "evaluate", "evaluate_into_run", "prepare", "run_project", "summary_table"]

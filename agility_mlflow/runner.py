@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -41,6 +41,17 @@ class Request:
     sample_id: str
     messages: list[dict[str, str]]
     sample: Mapping[str, Any]
+
+
+class CallGuard(Protocol):
+    """Asked before every model call the runner makes (retries included), told after: a call or spend limit.
+
+    ``reserve`` raises :class:`~agility_mlflow.errors.BudgetExhausted` to refuse a call; cache hits never reach it.
+    """
+
+    def reserve(self, backend: Backend, params: Mapping[str, Any], messages: Sequence[Mapping[str, str]]) -> Any: ...
+
+    def settle(self, ticket: Any, generation: Generation | None) -> None: ...
 
 
 @dataclass
@@ -126,8 +137,10 @@ class Runner:
         *,
         progress: bool | None = None,
         backoff_max_s: float = 30.0,
+        guard: CallGuard | None = None,
     ) -> None:
         self.settings = settings
+        self.guard = guard
         self.cache = cache if settings.cache else None
         self.progress = progress
         self.backoff_max_s = backoff_max_s
@@ -202,8 +215,14 @@ class Runner:
             with limiter:
                 if abort.is_set():  # another sample hit an error no retry fixes: start no new call
                     raise ProviderError("stopped: the configuration already failed")
+                ticket = self.guard.reserve(backend, params, request.messages) if self.guard is not None else None
                 self.stats.add(calls=1)
-                generation = backend.generate(request.messages, params, sample=request.sample)
+                generation = None
+                try:
+                    generation = backend.generate(request.messages, params, sample=request.sample)
+                finally:
+                    if self.guard is not None:
+                        self.guard.settle(ticket, generation)
             limiter.succeeded()
             return generation
 

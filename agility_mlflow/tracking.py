@@ -145,6 +145,22 @@ def register_prompt(template: Template, tags: Mapping[str, str] | None = None) -
     raise AssertionError("unreachable")
 
 
+def set_prompt_version_tags(prompt_uri: str, tags: Mapping[str, str]) -> None:
+    """Tags on a registered prompt version (``prompts:/NAME/N``), credentials redacted."""
+    name, _, version = prompt_uri.removeprefix("prompts:/").partition("/")
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_prompt_version_tag(name, version, key, _redact_text(str(value)))
+
+
+def log_metric_steps(run_id: str, series: Mapping[str, Sequence[tuple[int, float]]]) -> None:
+    """Metric histories ``{name: [(step, value), ...]}`` in one batched request (the UI charts them by step)."""
+    now = int(time.time() * 1000)
+    metrics = [Metric(name, float(value), now, int(step)) for name, points in series.items() for step, value in points]
+    for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+        MlflowClient().log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
 def _identical_version(name: str, content: Any) -> str | None:
     """The URI of the newest version of prompt ``name`` holding ``content``, if any."""
     client = MlflowClient()

@@ -89,7 +89,7 @@ def compare(
     runs = _query.candidate_runs(
         experiment_id, roles=decision.roles, order_metric=primary[0], higher_is_better=metric_direction(primary[0]), client=client
     )
-    runs = _latest_per_candidate(runs)
+    runs = _latest_per_candidate(_without_optimization_trials(runs))
     if not runs:
         raise InputError(f"{cfg.path.name}: experiment '{cfg.experiment}' has no FINISHED {' or '.join(decision.roles)} runs to compare")
 
@@ -170,6 +170,14 @@ def _check_decision(cfg: Config) -> tuple[list[str], list[str]]:
             known = ", ".join([QUALITY, *metrics, *sorted(LOWER_IS_BETTER_RUN_METRICS)])
             raise InputError(f"{cfg.path.name}: key 'decision.tie_break': unknown key '{name}' (known: {known})")
     return metrics, primary
+
+
+def _without_optimization_trials(runs: list[RunRecord]) -> list[RunRecord]:
+    """An optimization's trials scored prompts on samples the optimizer learned from: only its test run is decided."""
+    kept = [run for run in runs if not (run.role == "trial" and run.optimization)]
+    if len(kept) < len(runs):
+        logger.info("compare: %d trials of agility optimize left out (their optimized prompt's test run is compared)", len(runs) - len(kept))
+    return kept
 
 
 def _latest_per_candidate(runs: list[RunRecord]) -> list[RunRecord]:

@@ -143,6 +143,7 @@ def to_record(run: Run) -> RunRecord:
         start_time=run.info.start_time or 0,
         metrics=dict(run.data.metrics),
         params=dict(run.data.params),
+        optimization=tags.get("agility.optimization"),
     )
 
 

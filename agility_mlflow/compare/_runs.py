@@ -22,6 +22,7 @@ class RunRecord:
         metrics: The run's metrics (``n_samples``, ``cost_usd_per_sample``, ``token_f1``, ...).
         params: The run's params (``provider``, ``model_id``, inference parameters, ...).
         rows: The per-sample ``eval_results.json`` rows; ``None`` until loaded.
+        optimization: The ``agility.optimization`` tag of an optimization's trial (scored on samples the optimizer saw).
     """
 
     run_id: str
@@ -33,6 +34,7 @@ class RunRecord:
     metrics: Mapping[str, float] = field(default_factory=dict)
     params: Mapping[str, str] = field(default_factory=dict)
     rows: tuple[Mapping[str, Any], ...] | None = field(default=None, repr=False)
+    optimization: str | None = None
 
     def with_rows(self, rows: Sequence[Mapping[str, Any]]) -> RunRecord:
         return replace(self, rows=tuple(rows))

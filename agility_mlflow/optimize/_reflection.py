@@ -1,0 +1,116 @@
+"""What the reflection model reads and how its reply becomes a prompt.
+
+The reflection model sees the current template, the placeholders it must keep, the SME's criteria,
+and, for each failing training sample, its inputs, the answer, the reference, each metric's result
+and the judge's reason (rendered by GEPA's own instruction-proposal renderer). Its reply is read
+leniently: a JSON object with a ``prompt`` key, a fenced block, ``<prompt>`` tags, or bare text.
+Renamed placeholders are put back (migrate's rules); a proposal that still loses or invents one is
+discarded, never evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agility_mlflow.errors import AgilityError
+from agility_mlflow.migrate._placeholders import check_placeholders, restore_placeholders
+
+REFLECTION_PROMPT = """You improve a prompt template for a language model. This is the template now:
+```
+<curr_param>
+```
+
+Here are examples the model got wrong with this template: the inputs, the model's answer, and feedback
+(the reference answer, each metric's result, a judge's reasons):
+```
+<side_info>
+```
+
+Write an improved template. Read the feedback to find what the answers miss (format, units, length,
+facts, reasoning) and add clear instructions that fix it for every input, not just these.
+{criteria}Rules:
+- Keep every placeholder exactly as written, with its double braces: {placeholders}. Add no other placeholder.
+- Reply with the complete new template inside one ``` block, and nothing else."""
+
+_FENCE = re.compile(r"```[A-Za-z]*\n?(.*?)```", re.DOTALL)
+_TAGGED = re.compile(r"<(prompt|template|new_prompt|rewritten_prompt)>\s*(.*?)\s*</\1>", re.DOTALL)
+
+
+def reflection_template(variables: Sequence[str], criteria: str | None) -> str:
+    """GEPA's ``reflection_prompt_template`` (with its ``<curr_param>`` and ``<side_info>`` markers) for a template.
+
+    Example:
+        >>> text = reflection_template(["question"], "Answers cite the fiscal year.")
+        >>> "{{question}}" in text and "cite the fiscal year" in text and "<side_info>" in text
+        True
+    """
+    placeholders = ", ".join("{{" + v + "}}" for v in sorted(variables)) or "(none)"
+    block = f"Every new template must respect these criteria:\n{criteria.strip()}\n" if criteria and criteria.strip() else ""
+    return REFLECTION_PROMPT.replace("{criteria}", block).replace("{placeholders}", placeholders)
+
+
+def render_reflection(current: str, examples: Sequence[Mapping[str, Any]], template: str) -> str:
+    """The reflection model's input: ``template`` filled with the current text and the examples, as GEPA renders them."""
+    from gepa.strategies.instruction_proposal import InstructionProposalSignature
+
+    rendered = InstructionProposalSignature.prompt_renderer(
+        {"current_instruction_doc": current, "dataset_with_feedback": list(examples), "prompt_template": template}
+    )
+    assert isinstance(rendered, str)  # text only: no images in our examples
+    return rendered
+
+
+def parse_proposal(reply: str) -> str:
+    """The proposed template in a reflection reply: JSON ``{"prompt": ...}``, a fenced block, ``<prompt>`` tags, or bare text.
+
+    Example:
+        >>> parse_proposal('Here it is:\\n```\\nQ: {{question}}\\nAnswer in millions.\\n```')
+        'Q: {{question}}\\nAnswer in millions.'
+        >>> parse_proposal('{"prompt": "Q: {{question}}"}')
+        'Q: {{question}}'
+        >>> parse_proposal('<prompt>Q: {{question}}</prompt>')
+        'Q: {{question}}'
+        >>> parse_proposal('Q: {{question}}')
+        'Q: {{question}}'
+    """
+    text = reply.strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start == 0 and end == len(text) - 1:
+        try:
+            value = json.loads(text, strict=False)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            found = next((value[k] for k in ("prompt", "template", "new_prompt", "instruction") if isinstance(value.get(k), str)), None)
+            if found:
+                return found.strip()
+    tagged = _TAGGED.search(text)
+    if tagged:
+        return tagged.group(2).strip()
+    fenced = [block.strip() for block in _FENCE.findall(text) if block.strip()]
+    if fenced:
+        return max(fenced, key=len)  # the template, not a one-line aside
+    if text.startswith("```"):  # an unclosed block: the reply was cut off after it opened
+        return re.sub(r"^```[A-Za-z]*\n?", "", text).strip()
+    return text
+
+
+def repaired(proposal: str, variables: Sequence[str], what: str) -> tuple[str, list[str]]:
+    """``proposal`` with renamed placeholders put back; :class:`AgilityError` when one is still lost or invented.
+
+    Example:
+        >>> repaired("Q: {$QUESTION}", ["question"], "proposal")
+        ('Q: {{question}}', ['{$QUESTION} -> {{question}}'])
+        >>> repaired("Q: {{question}} {{year}}", ["question"], "proposal")
+        Traceback (most recent call last):
+        ...
+        agility_mlflow.errors.AgilityError: proposal invented {{year}}: not registered
+    """
+    text, repairs = restore_placeholders(proposal, variables)
+    check_placeholders(text, variables, what)
+    if not text.strip():
+        raise AgilityError(f"{what} is empty: not registered")
+    return text, repairs
