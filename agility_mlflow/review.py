@@ -46,8 +46,10 @@ def export_review(
     along, so reviewers confirm or correct the categories rather than read raw rows.
 
     Args:
-        metric: Pick the ``worst`` samples with the lowest value of this column (errors first).
-        disagree: Two score columns; pick the ``most_disagreeing`` samples where their ranks differ most.
+        metric: Pick the ``worst`` samples of this column (errors first): the lowest values, or the
+            highest for a lower-is-better column (``answer_length``, hallucination, latency, cost).
+        disagree: Two score columns; pick the ``most_disagreeing`` samples where their ranks differ most,
+            each ranked from worst to best by its own direction.
         sample: Add this many random samples of the rest (``seed`` makes it repeatable).
         per_category: Pick up to this many samples of each error category (needs ``agility analyze`` first).
     """
@@ -61,12 +63,13 @@ def export_review(
                 picked.setdefault(sample_id, f"error category {category}")
     if metric is not None:
         _require(table, [metric], run_id)
-        ordered = table.assign(_errored=table["error"].notna()).sort_values(["_errored", metric], ascending=[False, True])
+        ordered = table.assign(_errored=table["error"].notna()).sort_values(["_errored", metric], ascending=[False, _higher_is_better(metric)])
         for sample_id in ordered["sample_id"].head(worst):
             picked.setdefault(sample_id, f"worst {metric}")
     if disagree is not None:
         _require(table, list(disagree), run_id)
-        ranks = table[list(disagree)].rank(pct=True)
+        # Ranked from worst to best by each column's direction, so a terse answer and a high score agree.
+        ranks = pd.DataFrame({name: table[name].rank(pct=True, ascending=_higher_is_better(name)) for name in disagree})
         gap = (ranks[disagree[0]] - ranks[disagree[1]]).abs()
         for sample_id in table.loc[gap.sort_values(ascending=False).index, "sample_id"].head(most_disagreeing):
             picked.setdefault(sample_id, f"{disagree[0]} and {disagree[1]} disagree")
@@ -78,6 +81,16 @@ def export_review(
     frame = chosen[[c for c in [*_SHOWN, *_ANALYSIS] if c in chosen] + scores].assign(**{PICKED: list(picked.values()), SCORE: "", REASONING: ""})
     frame.to_csv(output, index=False)
     return len(frame)
+
+
+def _higher_is_better(column: str) -> bool:
+    """A score column's direction, by the sweep's rule (run-metric prefixes, else the metric's own); unknown: higher."""
+    from agility_mlflow.sweep._objectives import direction
+
+    try:
+        return direction(column) == "maximize"
+    except InputError:
+        return True  # a column of the user's own (a human score): higher is better
 
 
 def import_review(run_id: str, path: str | Path, *, judge: str | None = "llm_judge") -> dict[str, float]:

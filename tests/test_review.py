@@ -81,3 +81,36 @@ def test_a_bad_score_names_the_row_and_column(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == "error: review.csv, row 3, column 'human_score': 'good' is not a number"
     assert "human_score_mean" not in MlflowClient().get_run(run_id).data.metrics
+
+
+# Answers of 11, 2, 5 and 1 words: s1 is the longest (worst answer_length), s4 the shortest and the least right.
+BY_LENGTH = [{**GOLDEN_ROWS[0], "sample_id": sample_id, "answer_ground_truth": REFERENCE, "answer_source_llm": answer}
+             for sample_id, answer in [("s1", REFERENCE + " and more words here"), ("s2", "revenue grew"),
+                                       ("s3", "revenue grew to 120 million"), ("s4", "nothing")]]
+
+
+def _length_run(tmp_path: Path, tracking: str) -> str:
+    config = write_project(tmp_path, rows=BY_LENGTH, metrics=["token_f1", "answer_length"], experiment=f"review-{tmp_path.name}")
+    return next(s.run_id for s in run_project(config, tracking_uri=tracking, progress=False) if s.role == "source")
+
+
+def test_worst_follows_each_metrics_direction(tmp_path: Path, tracking: str) -> None:
+    run_id = _length_run(tmp_path, tracking)
+    output = tmp_path / "review.csv"
+    args = ["review", "export", run_id, "--output", str(output), "--sample", "0", "--tracking-uri", tracking]
+    longest = run_cli(*args, "--metric", "answer_length", "--worst", "1")
+    assert longest.returncode == 0, longest.stderr
+    assert [(r["sample_id"], r["answer_length"]) for r in csv.DictReader(output.open())] == [("s1", "11.0")]  # lower is better
+    lowest = run_cli(*args, "--metric", "token_f1", "--worst", "1")
+    assert lowest.returncode == 0, lowest.stderr
+    assert [r["sample_id"] for r in csv.DictReader(output.open())] == ["s4"]  # higher is better
+
+
+def test_disagree_ranks_each_column_by_its_direction(tmp_path: Path, tracking: str) -> None:
+    """s4 is the tersest answer (best answer_length) and the least right (worst token_f1): the widest disagreement."""
+    run_id = _length_run(tmp_path, tracking)
+    output = tmp_path / "review.csv"
+    result = run_cli("review", "export", run_id, "--output", str(output), "--disagree", "token_f1,answer_length",
+                     "--most-disagreeing", "1", "--sample", "0", "--tracking-uri", tracking)
+    assert result.returncode == 0, result.stderr
+    assert [(r["sample_id"], r["picked_because"]) for r in csv.DictReader(output.open())] == [("s4", "token_f1 and answer_length disagree")]
