@@ -89,3 +89,24 @@ def test_a_configuration_tried_twice_is_once_on_the_pareto_front(tracking: str) 
     assert [t.number for t in best] == [0, 2]
     assert [client.get_run(r).data.tags["agility.best"] for r in run_ids] == ["true", "false", "true", "false"]
     assert client.get_run(parent).data.tags["agility.best_run_ids"] == ",".join(sorted([run_ids[0], run_ids[2]]))
+
+
+def test_a_multi_objective_nsga2_sweep_with_constraints_end_to_end(tracking: str, tmp_path: Path) -> None:
+    """NSGA-II over two objectives with a constraint on the source: no trial is pruned (Optuna prunes single-objective studies only)."""
+    experiment = f"nsga2-{uuid.uuid4().hex[:8]}"
+    sweep = {"sampler": "nsga2", "params": {"max_tokens": {"choices": [2, 4]}}, "objective": ["token_f1", "latency_mean_s"],
+             "constraints": ["token_f1 >= source - 1.0", "latency_mean_s <= 0.0"], "slices": 2, "n_trials": 3}
+    config = write_project(tmp_path, experiment=experiment, candidates=[LOCAL], prompts=PROMPTS, sweep=sweep)
+    swept = CliRunner().invoke(main, ["sweep", str(config), "--tracking-uri", tracking, "--storage", f"sqlite:///{tmp_path / 'o.db'}",
+                                      "--limit", "2"])
+    assert swept.exit_code == 0, swept.stderr[-3000:]
+    client = MlflowClient(tracking)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    study = client.search_runs([experiment_id], "tags.`agility.role` = 'study'")[0]
+    assert study.data.params["sampler"] == "nsga2" and study.data.params["directions"] == '["maximize", "minimize"]'
+    trials = client.search_runs([experiment_id], "tags.`agility.role` = 'trial'")
+    assert len(trials) == 3 and {t.info.status for t in trials} == {"FINISHED"}  # none pruned (KILLED)
+    assert study.data.metrics["n_trials_complete"] == 3 and study.data.metrics["n_trials_pruned"] == 0
+    # latency_mean_s <= 0 cannot hold: every trial is infeasible, so none is on the front.
+    assert {t.data.tags["agility.feasible"] for t in trials} == {"false"}
+    assert study.data.tags["agility.best_run_ids"] == "none" and "no feasible completed trial yet" in swept.stdout
