@@ -128,12 +128,16 @@ class ModelConfig(_Strict):
     region: str | None = None
     stream: bool = True
     """Stream answers to measure time to first token."""
+    prompt_caching: bool = False
+    """Bedrock: a ``cachePoint`` after the system prompt, so repeated system prompts are read from the prompt cache."""
 
     @model_validator(mode="after")
     def _recorded_only_for_replay(self) -> ModelConfig:
         for key in ("columns", "path"):
             if getattr(self, key) is not None and self.provider != "replay":
                 raise ValueError(f"'{key}' names recorded outputs: it needs provider: replay, not {self.provider}")
+        if self.prompt_caching and self.provider != "bedrock":
+            raise ValueError(f"prompt_caching is for bedrock models, not {self.provider}")
         for name in sorted(set(self.params.model_fields_set) & set(PROVIDER_PARAMS)):
             unsupported_param(self.provider, name)
         return self
@@ -222,6 +226,10 @@ class RunSettings(_Strict):
 class PriceConfig(_Strict):
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    cached_input: float | None = Field(None, ge=0)
+    """USD per 1M input tokens read from the prompt cache (default: unknown; cost is unknown when some are)."""
+    cache_write: float | None = Field(None, ge=0)
+    """USD per 1M input tokens written to the prompt cache."""
 
 
 class Range(_Strict):

@@ -374,7 +374,11 @@ def _score(outcome: Outcome, metrics: Sequence[Metric | JudgedMetric], price: Pr
         "ttft_s": generation.ttft_s if generation else None,
         "input_tokens": generation.input_tokens if generation else None,
         "output_tokens": generation.output_tokens if generation else None,
-        "cost_usd": cost_usd(price, generation.input_tokens, generation.output_tokens) if generation else None,
+        "cost_usd": cost_usd(price, generation.input_tokens, generation.output_tokens, generation.cached_input_tokens,
+                             generation.cache_write_tokens) if generation else None,
+        "reasoning_tokens": generation.reasoning_tokens if generation else None,
+        "cached_input_tokens": generation.cached_input_tokens if generation else None,
+        "cache_write_tokens": generation.cache_write_tokens if generation else None,
         "provider_latency_s": generation.provider_latency_s if generation else None,
         "finish_reason": generation.finish_reason if generation else None,
         "cached": outcome.cached,
@@ -568,6 +572,9 @@ def log_evaluation(project: Project, configuration: Configuration, result: Evalu
     if price is not None:
         params["price_input_usd_per_mtok"] = price.input_per_mtok
         params["price_output_usd_per_mtok"] = price.output_per_mtok
+        for key, rate in (("price_cached_input_usd_per_mtok", price.cached_input_per_mtok), ("price_cache_write_usd_per_mtok", price.cache_write_per_mtok)):
+            if rate is not None:
+                params[key] = rate
     judge = next((m.judge for m in project.judged_metrics if m.judge is not None), None)
     if judge is not None:
         params["judge_provider"] = judge.config.provider

@@ -33,6 +33,10 @@ class Price:
     input_per_mtok: float
     output_per_mtok: float
     source: str
+    cached_input_per_mtok: float | None = None
+    """Input tokens read from the prompt cache; None: not known."""
+    cache_write_per_mtok: float | None = None
+    """Input tokens written to the prompt cache; None: not known."""
 
 
 def lookup_price(provider: str, model_id: str, overrides: Mapping[str, Mapping[str, float]]) -> Price | None:
@@ -47,7 +51,8 @@ def lookup_price(provider: str, model_id: str, overrides: Mapping[str, Mapping[s
     """
     if model_id in overrides:
         entry = overrides[model_id]
-        return Price(float(entry["input"]), float(entry["output"]), "config")
+        optional = lambda key: float(entry[key]) if entry.get(key) is not None else None  # noqa: E731
+        return Price(float(entry["input"]), float(entry["output"]), "config", optional("cached_input"), optional("cache_write"))
     if provider == "local":
         return Price(0.0, 0.0, LOCAL_SOURCE)
     return _catalog_price(provider, model_id)
@@ -66,7 +71,10 @@ def _genai_prices(provider: str, model_id: str) -> Price | None:
         result = calc_price(million, model_ref=model_id, provider_id=_GENAI_PRICES_PROVIDER.get(provider))
     except LookupError:
         return None
-    return Price(float(result.input_price), float(result.output_price), "genai-prices")
+    prices = result.model.prices  # a plain ModelPrice, or tiered/conditional prices without one set of cache rates
+    cached, write = getattr(prices, "cache_read_mtok", None), getattr(prices, "cache_write_mtok", None)
+    return Price(float(result.input_price), float(result.output_price), "genai-prices",
+                 float(cached) if cached is not None else None, float(write) if write is not None else None)
 
 
 def _mlflow_catalog(provider: str, model_id: str) -> Price | None:
@@ -83,8 +91,26 @@ def _mlflow_catalog(provider: str, model_id: str) -> Price | None:
     return Price(float(result[0]), float(result[1]), "mlflow-catalog")
 
 
-def cost_usd(price: Price | None, input_tokens: int | None, output_tokens: int | None) -> float | None:
-    """USD for one call; ``None`` when the price or a token count is unknown."""
+def cost_usd(
+    price: Price | None, input_tokens: int | None, output_tokens: int | None, cached_input_tokens: int | None = None, cache_write_tokens: int | None = None
+) -> float | None:
+    """USD for one call; ``None`` when the price, a token count, or the rate of tokens that were billed apart is unknown.
+
+    ``input_tokens`` counts every input token; those read from (``cached_input_tokens``) or written to
+    (``cache_write_tokens``) the prompt cache are billed at their own rates, the rest at the input rate.
+    Reasoning tokens are output tokens and billed as such.
+
+    Example:
+        >>> cost_usd(Price(0.15, 0.60, "x", cached_input_per_mtok=0.075), 1_000_000, 0, cached_input_tokens=400_000)
+        0.12
+        >>> cost_usd(Price(0.15, 0.60, "x"), 1_000, 10, cached_input_tokens=500) is None
+        True
+    """
     if price is None or input_tokens is None or output_tokens is None:
         return None
-    return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1_000_000
+    cached, written = cached_input_tokens or 0, cache_write_tokens or 0
+    if (cached and price.cached_input_per_mtok is None) or (written and price.cache_write_per_mtok is None):
+        return None
+    usd = (input_tokens - cached - written) * price.input_per_mtok + output_tokens * price.output_per_mtok
+    usd += cached * (price.cached_input_per_mtok or 0.0) + written * (price.cache_write_per_mtok or 0.0)
+    return round(usd / 1_000_000, 12)

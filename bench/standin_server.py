@@ -37,12 +37,14 @@ class StandinServer(ThreadingHTTPServer):
         throttle_fraction: float,
         answer: Callable[[dict[str, Any]], str],
         reject: Callable[[dict[str, Any]], str | None] | None = None,
+        usage_details: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.latency_s = latency_s
         self.throttle_fraction = throttle_fraction
         self.answer = answer
         self.reject = reject  # a request -> the 400 message of a parameter the model does not take, or None
+        self.usage_details = usage_details  # a request -> extra usage fields (prompt_tokens_details, ...)
         self.calls = 0
         self.throttled = 0
         self.answered: list[dict[str, Any]] = []  # the body of each request answered (not throttled)
@@ -100,6 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
         text = self.server.answer(request)
         usage = {"prompt_tokens": sum(len(m["content"]) // 4 for m in request["messages"]), "completion_tokens": len(text) // 4}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if self.server.usage_details:
+            usage.update(self.server.usage_details(request))
         if request.get("stream"):
             self._stream(request["model"], text, usage)
         else:
@@ -135,9 +139,10 @@ def start_standin(
     throttle_fraction: float = 0.0,
     answer: Callable[[dict[str, Any]], str] = lambda request: "The answer is 42.",
     reject: Callable[[dict[str, Any]], str | None] | None = None,
+    usage_details: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Iterator[StandinServer]:
     """Serve in a background thread; ``throttle_fraction=0.3`` answers 3 calls in 10 with HTTP 429."""
-    server = StandinServer(latency_s, throttle_fraction, answer, reject)
+    server = StandinServer(latency_s, throttle_fraction, answer, reject, usage_details)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

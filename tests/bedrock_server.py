@@ -90,6 +90,19 @@ class BedrockServer:
     requests: list[RecordedRequest] = field(default_factory=list, init=False)
     _model_calls: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _cached_prefixes: set[str] = field(default_factory=set, init=False)
+
+    def _prompt_cache(self, body: Mapping[str, Any], input_tokens: int) -> dict[str, int]:
+        """Bedrock's usage with a cachePoint after the system prompt: written once, then read; inputTokens leaves both out."""
+        system = list(body.get("system") or [])
+        if not any("cachePoint" in block for block in system):
+            return {}
+        prefix = " ".join(block.get("text", "") for block in system)
+        with self._lock:
+            seen = prefix in self._cached_prefixes
+            self._cached_prefixes.add(prefix)
+        cached = _words(prefix)
+        return {"inputTokens": input_tokens - cached, "cacheReadInputTokens" if seen else "cacheWriteInputTokens": cached}
 
     @property
     def calls(self) -> int:
@@ -178,7 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._optimize(bedrock, model_id, body["input"]["textPrompt"]["text"])
         answer = bedrock.responder(model_id, body)
         usage = {"inputTokens": _words(_request_text(body)), "outputTokens": _words(answer)}
-        usage["totalTokens"] = usage["inputTokens"] + usage["outputTokens"]
+        usage.update(bedrock._prompt_cache(body, usage["inputTokens"]))
+        usage["totalTokens"] = usage["inputTokens"] + usage["outputTokens"] + usage.get("cacheReadInputTokens", 0) + usage.get("cacheWriteInputTokens", 0)
         if operation == "converse":
             return self._json(200, {
                 "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},

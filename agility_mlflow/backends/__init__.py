@@ -45,7 +45,8 @@ def create_backend(model: ModelConfig, settings: RunSettings | None = None, reco
     if model.provider == "bedrock":
         from agility_mlflow.backends.bedrock import BedrockBackend
 
-        return BedrockBackend(model.model_id, region=model.region, stream=model.stream, timeout_s=settings.timeout_s)
+        return BedrockBackend(model.model_id, region=model.region, stream=model.stream, timeout_s=settings.timeout_s,
+                              prompt_caching=model.prompt_caching)
     raise ValueError(f"unknown provider {model.provider!r}")  # unreachable: the config validates providers
 
 

@@ -27,6 +27,12 @@ class Generation:
     finish_reason: str | None = None
     provider_latency_s: float | None = None
     """The provider's own processing time, when it reports one (Bedrock's ``latencyMs``)."""
+    reasoning_tokens: int | None = None
+    """Of ``output_tokens``, those the model spent reasoning (OpenAI ``completion_tokens_details``)."""
+    cached_input_tokens: int | None = None
+    """Of ``input_tokens``, those read from the provider's prompt cache (billed at the cached rate)."""
+    cache_write_tokens: int | None = None
+    """Of ``input_tokens``, those written to the provider's prompt cache (Bedrock; billed at the cache-write rate)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +43,9 @@ class Generation:
             "output_tokens": self.output_tokens,
             "finish_reason": self.finish_reason,
             "provider_latency_s": self.provider_latency_s,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
         }
 
     @classmethod

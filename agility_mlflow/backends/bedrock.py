@@ -55,7 +55,7 @@ _THROTTLING = {"ThrottlingException", "ServiceUnavailableException"}
 _TRANSIENT = {"InternalServerException", "ModelNotReadyException", "ModelTimeoutException", "ModelStreamErrorException"}
 
 
-def converse_request(model_id: str, messages: Sequence[Message], params: Mapping[str, Any]) -> dict[str, Any]:
+def converse_request(model_id: str, messages: Sequence[Message], params: Mapping[str, Any], *, cache_system: bool = False) -> dict[str, Any]:
     """The keyword arguments of ``converse`` / ``converse_stream`` for chat ``messages`` and ``params``.
 
     Args:
@@ -90,7 +90,8 @@ def converse_request(model_id: str, messages: Sequence[Message], params: Mapping
 
     request: dict[str, Any] = {"modelId": model_id, "messages": turns, "inferenceConfig": inference}
     if system:
-        request["system"] = system
+        # A cache point after the system prompt: later calls read it from Bedrock's prompt cache at the cached rate.
+        request["system"] = [*system, {"cachePoint": {"type": "default"}}] if cache_system else system
     fields: dict[str, Any] = {}
     if params.get("top_k") is not None:
         fields["top_k"] = params["top_k"]
@@ -121,8 +122,10 @@ class BedrockBackend(Backend):
         region: str | None = None,
         stream: bool = True,
         timeout_s: float = 120.0,
+        prompt_caching: bool = False,
     ) -> None:
         super().__init__(model_id)
+        self.prompt_caching = prompt_caching
         import boto3
         from botocore.config import Config
 
@@ -149,7 +152,7 @@ class BedrockBackend(Backend):
     ) -> Generation:
         from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
-        request = converse_request(self.model_id, messages, params)
+        request = converse_request(self.model_id, messages, params, cache_system=self.prompt_caching)
         try:
             return self._stream(request) if self.stream else self._converse(request)
         except ClientError as exc:  # also EventStreamError: an exception event inside the stream
@@ -169,9 +172,9 @@ class BedrockBackend(Backend):
             text="".join(block.get("text", "") for block in content),
             latency_s=end - start,
             ttft_s=None,
-            input_tokens=usage.get("inputTokens"),
             output_tokens=usage.get("outputTokens"),
             finish_reason=response.get("stopReason"),
+            **_billed_usage(usage),
             provider_latency_s=_seconds(response.get("metrics")),
         )
 
@@ -210,14 +213,16 @@ class BedrockBackend(Backend):
             text="".join(pieces),
             latency_s=end - start,
             ttft_s=(first - start) if first is not None else None,
-            input_tokens=usage.get("inputTokens"),
             output_tokens=usage.get("outputTokens"),
             finish_reason=stop_reason,
+            **_billed_usage(usage),
             provider_latency_s=_seconds(server_metrics),
         )
 
     def cache_identity(self) -> Mapping[str, Any]:
-        return {"region": self.region, "endpoint_url": self._client.meta.endpoint_url}
+        identity = {"region": self.region, "endpoint_url": self._client.meta.endpoint_url}
+        # Cached answers carry the cache usage they were recorded with: a caching run never reuses a plain one's.
+        return {**identity, "prompt_caching": True} if self.prompt_caching else identity
 
     def close(self) -> None:
         self._client.close()
@@ -236,6 +241,14 @@ def _client_error(exc: Any, model_id: str) -> AgilityError:
     if code in _TRANSIENT or status >= 500:
         return RetryableError(message)
     return ProviderError(f"{model_id}: {message}")
+
+
+def _billed_usage(usage: Mapping[str, Any]) -> dict[str, int | None]:
+    """Input tokens counted as the model read them: Bedrock's ``inputTokens`` leaves out cache reads and writes."""
+    read, write = usage.get("cacheReadInputTokens"), usage.get("cacheWriteInputTokens")
+    uncached = usage.get("inputTokens")
+    total = None if uncached is None else uncached + (read or 0) + (write or 0)
+    return {"input_tokens": total, "cached_input_tokens": read, "cache_write_tokens": write}
 
 
 def _seconds(metrics: Mapping[str, Any] | None) -> float | None:

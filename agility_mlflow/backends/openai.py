@@ -113,6 +113,7 @@ class OpenAIBackend(Backend):
             input_tokens=usage.prompt_tokens if usage else None,
             output_tokens=usage.completion_tokens if usage else None,
             finish_reason=finish_reason,
+            **_billed_details(usage),
         )
 
     def _complete(self, request: dict[str, Any]) -> Generation:
@@ -128,6 +129,7 @@ class OpenAIBackend(Backend):
             input_tokens=usage.prompt_tokens if usage else None,
             output_tokens=usage.completion_tokens if usage else None,
             finish_reason=choice.finish_reason,
+            **_billed_details(usage),
         )
 
     def cache_identity(self) -> Mapping[str, Any]:
@@ -135,6 +137,13 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self._client.close()
+
+
+def _billed_details(usage: Any) -> dict[str, int | None]:
+    """Reasoning tokens (part of completion_tokens) and cached prompt tokens (part of prompt_tokens), when reported."""
+    completion = getattr(usage, "completion_tokens_details", None)
+    prompt = getattr(usage, "prompt_tokens_details", None)
+    return {"reasoning_tokens": getattr(completion, "reasoning_tokens", None), "cached_input_tokens": getattr(prompt, "cached_tokens", None)}
 
 
 def _request_fields(extra: dict[str, Any], create: Any) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def run_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     provider_latency = _present(ok, "provider_latency_s")
     if provider_latency:  # the provider's own time (Bedrock latencyMs): latency_s minus this is the network
         result.update(provider_latency_p50_s=_pct(provider_latency, 50), provider_latency_p95_s=_pct(provider_latency, 95))
-    for key in ("input_tokens", "output_tokens"):
+    for key in ("input_tokens", "output_tokens", "reasoning_tokens", "cached_input_tokens", "cache_write_tokens"):
         values = _present(ok, key)
         if values:
             result[f"{key}_mean"] = float(np.mean(values))
