@@ -13,37 +13,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 import os
-import subprocess
 import tempfile
 import time
-import urllib.request
 
 from bench._common import quiet, write_project
 
 from bench.standin_server import standin_process
+from tests.helpers import MlflowServer
 
 N, LATENCY_S, CONCURRENCY = 500, 0.1, 16
-
-
-def start_server(root: Path) -> tuple[subprocess.Popen, str]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1).close()
-            return process, url
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError("mlflow server did not start")
 
 
 def main() -> None:
@@ -78,8 +56,7 @@ def main() -> None:
 
     rest.http_request = counted
     with tempfile.TemporaryDirectory() as tmp, standin_process(latency_s=LATENCY_S) as model:
-        server, url = start_server(Path(tmp))
-        try:
+        with MlflowServer(Path(tmp) / "server", workers=2) as url:
             os.environ["AGILITY_CACHE_DIR"] = str(Path(tmp) / "cache")
             tracking.configure(url, "bench")
             warmup = Path(tmp) / "warmup"
@@ -99,9 +76,6 @@ def main() -> None:
                 label = f"with {N} traces" if traces else "without traces"
                 print(f"{label:<16} {spent['requests']:5d} REST requests; tracking takes {logging_s:7.3f} s of the run's "
                       f"{wall:7.3f} s wall = {logging_s / wall:6.1%} (model calls and scoring: {generating['seconds']:.3f} s)")
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,106 @@ def wait_http(url: str, timeout_s: float = 90.0, process: subprocess.Popen | Non
     raise TimeoutError(f"{url} did not answer within {timeout_s} s")
 
 
+
+_STORE_TEMPLATE: Path | None = None
+
+
+def new_store(path: Path) -> str:
+    """An empty MLflow sqlite store at ``path`` with every migration applied; returns its URI.
+
+    MLflow migrates a new sqlite store on first use, which costs seconds per store (tens of seconds on
+    a loaded machine); every test has a store of its own, so one migrated store is made per process
+    and copied.
+    """
+    global _STORE_TEMPLATE
+    if _STORE_TEMPLATE is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        folder = Path(tempfile.mkdtemp(prefix="agility-store-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        store = SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "artifacts"))
+        store.engine.dispose()
+        _STORE_TEMPLATE = folder / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_STORE_TEMPLATE.read_bytes())
+    return f"sqlite:///{path}"
+
+
+def is_new_store(path: Path) -> bool:
+    """Whether the store at ``path`` is still exactly as :func:`new_store` made it: nothing was logged."""
+    assert _STORE_TEMPLATE is not None
+    return path.read_bytes() == _STORE_TEMPLATE.read_bytes()
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on 127.0.0.1 over a sqlite store in ``root``; stop and start it again at will.
+
+    The only place the tests start an MLflow server, so every test server is configured alike: no
+    background job workers (each is a ~230 MB process that only slows a 2-core machine), no
+    telemetry, no model-catalog download.
+
+    Example:
+        >>> with MlflowServer(tmp_path) as url:  # doctest: +SKIP
+        ...     MlflowClient(url).search_experiments()
+    """
+
+    def __init__(self, root: Path, *, port: int | None = None, workers: int = 1) -> None:
+        self.root = Path(root)
+        self.port = port or free_port()
+        self.workers = workers
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self._log: Any = None
+        if not (self.root / "mlflow.db").exists():
+            new_store(self.root / "mlflow.db")
+
+    @property
+    def store_uri(self) -> str:
+        """The server's own backend store: fill it directly when a test needs many runs fast."""
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def start(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_MODEL_CATALOG_URI": "",
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self._log = open(self.root / "server.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(self.workers), "--backend-store-uri", self.store_uri,
+             "--artifacts-destination", str(self.root / "artifacts")],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        )
+        try:
+            wait_http(f"{self.url}/health", process=self.process)
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 GOLDEN_ROWS = [
     {"sample_id": "q1", "question": "What was revenue in FY2023?", "context": "Revenue FY2023: $1,577.0 million.",
      "answer_ground_truth": "$1577.00 million", "answer_source_llm": "Revenue was $1,577 million.",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -14,15 +11,15 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
 
 from agility_mlflow.compare import candidate_runs
-from tests.helpers import free_port, wait_http
+from tests.helpers import MlflowServer
 
 N_RUNS = 1000
 
 
 @pytest.fixture(scope="module")
 def crowded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    root = tmp_path_factory.mktemp("crowded")
-    store = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")  # filled directly: a server would take minutes
+    server = MlflowServer(tmp_path_factory.mktemp("crowded"))
+    store = MlflowClient(server.store_uri)  # filled directly: through the server it would take minutes
     experiment_id = store.create_experiment("crowded")
     now = int(time.time() * 1000)
     for i in range(N_RUNS):
@@ -30,19 +27,8 @@ def crowded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
         run = store.create_run(experiment_id, run_name=f"r{i}", tags={"agility.role": role})
         store.log_batch(run.info.run_id, metrics=[Metric("token_f1", (i * 7919 % N_RUNS) / N_RUNS, now, 0)], tags=[RunTag("i", str(i))])
         store.set_terminated(run.info.run_id, "FINISHED" if i % 10 else "FAILED")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", process=process)
-        yield f"http://127.0.0.1:{port}", experiment_id
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with server as url:
+        yield url, experiment_id
 
 
 class CountingClient(MlflowClient):
