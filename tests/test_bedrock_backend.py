@@ -127,20 +127,6 @@ def test_throttling_is_retryable_and_botocore_does_not_retry(monkeypatch: pytest
         assert server.calls == 1
 
 
-def test_throttle_fraction_is_deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
-    with start_bedrock_server(throttle_fraction=0.5) as server:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.url)
-        backend = BedrockBackend(MODEL)
-        outcomes = []
-        for _ in range(4):
-            try:
-                backend.generate(QUESTION, PARAMS)
-                outcomes.append("ok")
-            except RetryableError:
-                outcomes.append("throttled")
-    assert outcomes == ["throttled", "ok", "throttled", "ok"]
-
-
 @pytest.mark.parametrize(
     ("code", "retryable", "throttled"),
     [
@@ -210,22 +196,6 @@ def test_missing_credentials_are_a_provider_error(bedrock: BedrockServer, monkey
     with pytest.raises(ProviderError, match="NoCredentialsError"):
         BedrockBackend(MODEL).generate(QUESTION, PARAMS)
     assert bedrock.calls == 0
-
-
-def test_optimize_prompt_round_trips_through_bedrock_agent_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
-    import boto3
-
-    with start_bedrock_server(optimizer=lambda model_id, text: f"[{model_id}] {text}") as server:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME", server.url)
-        client = boto3.client("bedrock-agent-runtime")
-        response = client.optimize_prompt(input={"textPrompt": {"text": "Answer: {{question}}"}}, targetModelId=PROFILE)
-        events = list(response["optimizedPrompt"])
-    assert events == [
-        {"analyzePromptEvent": {"message": f"Analyzing the prompt for {PROFILE}."}},
-        {"optimizedPromptEvent": {"optimizedPrompt": {"textPrompt": {"text": f"[{PROFILE}] Answer: {{{{question}}}}"}}}},
-    ]
-    assert server.requests[0].path == "/optimize-prompt"
-    assert server.requests[0].body == {"input": {"textPrompt": {"text": "Answer: {{question}}"}}, "targetModelId": PROFILE}
 
 
 @pytest.mark.parametrize("stream", [True, False])

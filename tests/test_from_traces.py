@@ -83,16 +83,19 @@ def test_agility_check_runs_on_last_weeks_traffic(tmp_path: Path) -> None:
     assert run_cli("dataset-from-traces", "support-bot", "--output", str(golden), "--since", "2026-01-01").returncode == 0
 
     smol = {"name": "smol", "provider": "local", "model_id": "smollm2-135m-instruct", "params": {"max_tokens": 16}}
-    config = write_project(tmp_path / "project", candidates=[smol], metrics=["token_f1"], decision={"min_samples": 2})
+    # A margin as wide as token_f1's range: whatever SmolLM2 answers, the traffic holds to the registered mean,
+    # so the check passes and the test is about reading the traffic, not about the model's quality.
+    config = write_project(tmp_path / "project", candidates=[smol], metrics=["token_f1"], decision={"min_samples": 2, "margin": 1.0})
     runs = {s.name: s.run_id for s in run_project(config, progress=False)}
     assert run_cli("register", str(config), "--name", "app.bot", "--run-id", runs["smol"]).returncode == 0
 
     result = run_cli("check", "--model", "models:/app.bot@champion", "--dataset", str(golden), "--min", "token_f1=0")
-    assert result.returncode in (0, 1), result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("token_f1 ") and lines[0].endswith(">= 0")
     # The traffic's samples are trace ids, none of them in the registered run: held to its mean, not paired.
-    assert "on 2 new samples against the registered mean" in lines[1]
+    assert "on 2 new samples against the registered mean" in lines[1] and lines[1].endswith(": within margin 1")
+    assert lines[-1].startswith("pass: ")
     client = MlflowClient()
     check_run = client.get_run(lines[-1].rsplit("check run ", 1)[1].rstrip(")"))
     assert check_run.data.tags["agility.role"] == "check" and check_run.data.metrics["n_samples"] == 2

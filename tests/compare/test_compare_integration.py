@@ -23,7 +23,7 @@ import pytest
 from mlflow import MlflowClient
 from scipy.stats import norm
 
-from agility_mlflow.compare import Comparison, compare, mcnemar_exact_p, newcombe_paired_ci
+from agility_mlflow.compare import Comparison, compare, mcnemar_exact_p, newcombe_paired_ci, paired_bootstrap_ci
 from tests.compare.factory import log_eval_run, sample_rows
 from tests.helpers import run_cli, write_project
 
@@ -83,10 +83,10 @@ def compared(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def _bootstrap(candidate: list[float], source: list[float]) -> tuple[float, float, float]:
+    """The interval compare must report: the bootstrap (tested on its own in test_stats.py) of the differences in id order."""
     differences = np.array(candidate) - np.array(source)  # ids s00..s39 are already in sorted order
-    indices = np.random.default_rng(0).integers(0, len(differences), size=(2000, len(differences)))
-    low, high = np.percentile(differences[indices].mean(axis=1), [2.5, 97.5])
-    return float(differences.mean()), float(low), float(high)
+    low, high = paired_bootstrap_ci(differences)
+    return float(differences.mean()), low, high
 
 
 def test_verdicts_intervals_and_winner_are_exactly_as_computed(compared: dict[str, Any]) -> None:

@@ -23,21 +23,28 @@ from agility_mlflow.compare import (
 DIFFERENCES = [0.12, -0.05, 0.0, 0.3, -0.2, 0.07, 0.01, -0.11, 0.25, 0.04, 0.0, -0.02, 0.15, 0.09, -0.3, 0.2, 0.05, 0.0, -0.07, 0.1, 0.33, -0.01, 0.06]
 
 
-def _direct_bootstrap(differences: list[float], seed: int, resamples: int, confidence: float) -> tuple[float, float]:
-    values = np.array(differences)
-    indices = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
-    means = values[indices].mean(axis=1)
-    alpha = 1 - confidence
-    low, high = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(low), float(high)
+def test_bootstrap_of_two_values_has_the_known_percentiles() -> None:
+    # Means of 2 draws from {0, 1}: 0, 0.5 and 1 with probabilities 1/4, 1/2, 1/4. The 2.5th and 97.5th
+    # percentiles lie inside the outer masses, the 30th and 70th inside the middle one, whatever the draws.
+    assert paired_bootstrap_ci([0.0, 1.0], confidence=0.95) == (0.0, 1.0)
+    assert paired_bootstrap_ci([1.0, 0.0], confidence=0.4) == (0.5, 0.5)
+    # Means of 3 draws from {0, 0, 1}: k/3 with P = 8/27, 12/27, 6/27, 1/27; the 95th percentile sits in 2/3
+    # (cumulative 26/27 = 0.963), the 97.5th in 1.
+    assert paired_bootstrap_ci([0.0, 0.0, 1.0], confidence=0.9) == (0.0, pytest.approx(2 / 3))
+    assert paired_bootstrap_ci([0.0, 0.0, 1.0], confidence=0.95) == (0.0, 1.0)
+    assert paired_bootstrap_ci([0.25] * 5) == (0.25, 0.25)  # no spread, no width
 
 
-def test_paired_bootstrap_ci_equals_a_direct_numpy_computation() -> None:
-    expected = _direct_bootstrap(DIFFERENCES, seed=7, resamples=2000, confidence=0.95)
-    assert paired_bootstrap_ci(DIFFERENCES, confidence=0.95, resamples=2000, seed=7) == expected
-    assert paired_bootstrap_ci(DIFFERENCES, confidence=0.9, resamples=500, seed=3) == _direct_bootstrap(DIFFERENCES, 3, 500, 0.9)
-    low, high = expected
-    assert low < float(np.mean(DIFFERENCES)) < high
+def test_bootstrap_interval_agrees_with_the_normal_interval_on_a_spread_sample() -> None:
+    # For 23 roughly symmetric differences the percentile interval is close to mean -/+ z * sd / sqrt(n)
+    # (sd with ddof=0, as the bootstrap's resampling distribution has): (-0.0148, 0.1026) here.
+    mean, se = float(np.mean(DIFFERENCES)), float(np.std(DIFFERENCES)) / math.sqrt(len(DIFFERENCES))
+    z = norm.ppf(0.975)
+    low, high = paired_bootstrap_ci(DIFFERENCES, confidence=0.95)
+    assert (low, high) == (pytest.approx(mean - z * se, abs=0.005), pytest.approx(mean + z * se, abs=0.005))
+    narrower = paired_bootstrap_ci(DIFFERENCES, confidence=0.8)
+    z80 = norm.ppf(0.9)
+    assert narrower == (pytest.approx(mean - z80 * se, abs=0.005), pytest.approx(mean + z80 * se, abs=0.005))
 
 
 def test_bootstrap_blocks_never_change_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:

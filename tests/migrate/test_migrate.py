@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
-from agility_mlflow.backends import Backend, Generation
 from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.evaluation import prepare, run_project
 from agility_mlflow.migrate import migrate_prompt
 from agility_mlflow.migrate._placeholders import check_placeholders, restore_placeholders
 from tests.bedrock_server import start_bedrock_server
+from tests.fake_backend import FakeBackend
 from tests.helpers import run_cli, write_project
 
 TARGET = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 SOURCE = "Context: {{context}}\nQuestion: {{question}}\nAnswer briefly."
 
 
-class FixedRewriter(Backend):
+def _rewriter(reply: str) -> FakeBackend:
     """A stand-in rewriting model with a fixed reply."""
-
-    provider = "fixed"
-    cacheable = False
-
-    def __init__(self, reply: str) -> None:
-        super().__init__("fixed-rewriter")
-        self.reply = reply
-
-    def generate(self, messages: Sequence[Mapping[str, str]], params: Mapping[str, Any], *, sample=None) -> Generation:
-        return Generation(self.reply, 0.01)
+    return FakeBackend(reply, model_id="fixed-rewriter", cacheable=False)
 
 
 @pytest.fixture
@@ -64,7 +53,7 @@ def test_metaprompt_registers_a_repaired_version_with_tags_and_diff(tmp_path: Pa
     config = write_project(tmp_path, prompts=[{"name": "fin", "template": SOURCE}])
     reply = ("<analysis>Wrapped inputs in XML tags.</analysis><rewritten_prompt>Answer briefly from the context.\n"
              "<context>{$CONTEXT}</context>\n<question>{{question}}</question></rewritten_prompt>")
-    result = migrate_prompt(config, "fin", "metaprompt", TARGET, backend=FixedRewriter(reply))
+    result = migrate_prompt(config, "fin", "metaprompt", TARGET, backend=_rewriter(reply))
     assert result.template == "Answer briefly from the context.\n<context>{{context}}</context>\n<question>{{question}}</question>"
     assert result.repairs == ["{$CONTEXT} -> {{context}}"]
     client = MlflowClient()
@@ -83,20 +72,19 @@ def test_a_rewrite_that_drops_a_variable_is_never_registered(tmp_path: Path) -> 
     config = write_project(tmp_path, prompts=[{"name": "fin2", "template": SOURCE}])
     reply = "<rewritten_prompt>Answer the question: {{question}}</rewritten_prompt>"
     with pytest.raises(AgilityError, match=r"lost \{\{context\}\}: not registered$"):
-        migrate_prompt(config, "fin2", "metaprompt", TARGET, backend=FixedRewriter(reply))
+        migrate_prompt(config, "fin2", "metaprompt", TARGET, backend=_rewriter(reply))
     assert MlflowClient().search_prompts(filter_string="name = 'fin2'") == []
 
 
-def test_metaprompt_through_the_real_local_model(tmp_path: Path) -> None:
+def test_metaprompt_through_the_real_local_model_is_refused_when_it_cannot_follow(tmp_path: Path) -> None:
+    # The default rewriter is the local SmolLM2, called greedily: a 135M model does not produce the
+    # <rewritten_prompt> block, and migrate must say so and register nothing (the registered path is
+    # proven above on a scripted reply, and on Bedrock's optimizer below).
     config = write_project(tmp_path, prompts=[{"name": "fin3", "template": SOURCE}])
-    try:
-        result = migrate_prompt(config, "fin3", "metaprompt", TARGET)
-    except AgilityError as exc:  # a 135M model often cannot follow the metaprompt: then it must say so
-        assert "not registered" in str(exc)
-        assert MlflowClient().search_prompts(filter_string="name = 'fin3'") == []
-    else:
-        assert {"context", "question"} == set(__import__("re").findall(r"\{\{\s*(\w+)\s*\}\}", result.template))
-        assert result.uri != result.source_uri
+    with pytest.raises(AgilityError) as caught:
+        migrate_prompt(config, "fin3", "metaprompt", TARGET)
+    assert str(caught.value) == "the metaprompt model returned no <rewritten_prompt>: not registered"
+    assert MlflowClient().search_prompts(filter_string="name = 'fin3'") == []
 
 
 def test_bedrock_optimizer_renames_are_repaired_and_the_cli_prints_the_uri(aws_env: None, tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from agility_mlflow.sweep import run_sweep
-from tests.helpers import write_project
+from bench.standin_server import start_standin
+from tests.helpers import GOLDEN_ROWS, write_project
 
 POSTGRES_ADMIN = "postgresql://root@127.0.0.1:5432/test"
 LOCAL = {"name": "local", "provider": "local", "model_id": "smollm2-135m-instruct", "params": {"max_tokens": 8}}
@@ -27,7 +28,7 @@ PROMPTS = [
 
 
 def _sweep_project(tmp_path: Path, experiment: str = "test-migration", **sweep: object) -> Path:
-    settings = {"params": {"max_tokens": {"choices": [4, 8]}}, "objective": "token_f1", "slices": 2, "n_trials": 4, **sweep}
+    settings = {"params": {"max_tokens": {"choices": [4, 8]}}, "objective": "token_f1", "slices": 1, "n_trials": 4, **sweep}
     return write_project(tmp_path, experiment=experiment, candidates=[LOCAL], prompts=PROMPTS, sweep=settings)
 
 
@@ -52,13 +53,13 @@ def test_sweep_logs_parent_children_and_best(tmp_path: Path) -> None:
     children = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 4 == result.n_trials
     assert {c.data.tags["agility.role"] for c in children} == {"trial"}
-    assert {c.info.status for c in children} <= {"FINISHED", "KILLED"}
+    assert [c.info.status for c in children] == ["FINISHED"] * 4  # one slice: nothing to prune
     assert all("n_samples" in c.data.metrics and "latency_p95_s" in c.data.metrics for c in children)
     best = [c for c in children if c.data.tags.get("agility.best") == "true"]
     assert len(best) == 1
     assert best[0].info.run_id == result.best[0].user_attrs["mlflow_run_id"]
     assert best[0].data.metrics["token_f1"] == pytest.approx(result.best[0].value)
-    assert best[0].data.metrics["token_f1"] == max(c.data.metrics["token_f1"] for c in children if c.info.status == "FINISHED")
+    assert best[0].data.metrics["token_f1"] == max(c.data.metrics["token_f1"] for c in children)
     parent = client.get_run(result.parent_run_id)
     assert parent.data.metrics["best_value"] == pytest.approx(result.best[0].value)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
@@ -91,6 +92,35 @@ def test_budget_stops_before_it_is_crossed(tmp_path: Path) -> None:
     assert result.stopped_by_budget
     assert spent <= 0.5
     assert len(study.trials) < 10
+
+
+REFERENCE = "revenue was one thousand five hundred seventy seven million dollars"
+
+
+def _words_by_max_tokens(request: dict) -> str:
+    """The reference cut to ``max_tokens`` words: a larger budget gives a strictly better token_f1."""
+    return " ".join(REFERENCE.split()[: request["max_tokens"]])
+
+
+def test_a_hopeless_trial_is_pruned_after_its_first_slice_and_its_run_ends_killed(tmp_path: Path) -> None:
+    rows = [{**GOLDEN_ROWS[0], "sample_id": f"s{i}", "question": f"Question {i}?", "answer_ground_truth": REFERENCE} for i in range(4)]
+    with start_standin(latency_s=0.0, answer=_words_by_max_tokens) as server:
+        candidate = {"name": "served", "provider": "openai", "model_id": "standin", "base_url": server.url, "api_key": "k"}
+        # Seed 1 visits the grid as 3, 2, 5, 1, 4 words. The median pruner waits for 3 complete trials, then
+        # stops a trial whose first slice scores below their median: the 1-word trial, never the 4-word one.
+        sweep = {"params": {"max_tokens": {"choices": [1, 2, 3, 4, 5]}}, "sampler": "grid", "seed": 1, "n_trials": 5,
+                 "slices": 2, "objective": "token_f1", "pruner": "median"}
+        config = write_project(tmp_path, rows=rows, candidates=[candidate], metrics=["token_f1"], sweep=sweep,
+                               run={"concurrency": 1, "traces": False})
+        result = run_sweep(config, storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False)
+    study = optuna.load_study(study_name=result.study_name, storage=result.storage)
+    states = {t.params["max_tokens"]: t.state for t in study.trials}
+    assert states == {3: TrialState.COMPLETE, 2: TrialState.COMPLETE, 5: TrialState.COMPLETE, 1: TrialState.PRUNED, 4: TrialState.COMPLETE}
+    runs = {t.params["max_tokens"]: MlflowClient().get_run(t.user_attrs["mlflow_run_id"]) for t in study.trials}
+    # The pruned trial's run holds its first slice only, and a partial result is never FINISHED.
+    assert {k: (r.info.status, r.data.metrics["n_samples"]) for k, r in runs.items()} == {
+        3: ("FINISHED", 4), 2: ("FINISHED", 4), 5: ("FINISHED", 4), 1: ("KILLED", 2), 4: ("FINISHED", 4)}
+    assert result.best[0].params["max_tokens"] == 5  # the longest cut of the reference
 
 
 @pytest.fixture
