@@ -23,7 +23,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_http(url: str, timeout_s: float = 90.0, process: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout_s: float = 600.0, process: subprocess.Popen | None = None) -> None:
+    """Wait for ``url`` to answer; the timeout only guards against a hang (servers start slowly on a loaded machine)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
