@@ -15,8 +15,7 @@ import tempfile
 import time
 
 from bench._common import quiet, write_project
-
-from bench.standin_server import standin_process
+from tests.openai_server import standin_process
 
 N, LATENCY_S, CONCURRENCY = 200, 0.1, 8
 

@@ -143,7 +143,7 @@ def report(results: list[dict[str, Any]], title: str) -> None:
 
 def standin(options: argparse.Namespace) -> None:
     """The loop on the test suite's stand-ins: the right instruction is known, so it must be found."""
-    from bench.standin_server import start_standin
+    from tests.openai_server import start_standin
     from tests.optimize.test_optimize import MAGIC, make_answer, write_optimize_project
 
     results = []

@@ -29,7 +29,7 @@ import tempfile
 import yaml
 
 from bench._common import machine
-from bench.standin_server import standin_process
+from tests.openai_server import standin_process
 
 REPO = Path(__file__).resolve().parent.parent
 COMPARE_TARGET_S, COMPARE_TARGET_MB = 60.0, 1024.0

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml  # noqa: E402
 
-from bench.standin_server import start_standin  # noqa: E402
+from tests.openai_server import start_standin  # noqa: E402
 
 N_SAMPLES = 40
 BEST = {"prompt": "exact", "instruction": "Be brief.", "temperature": 0.2, "max_tokens": 64}

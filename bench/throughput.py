@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from bench._common import machine, quiet, spread, write_project
-from bench.standin_server import standin_process
+from tests.openai_server import standin_process
 
 N, LATENCY_S, CONCURRENCY = 500, 0.1, 16
 IDEAL_S = N * LATENCY_S / CONCURRENCY

@@ -17,9 +17,8 @@ import tempfile
 import time
 
 from bench._common import quiet, write_project
-
-from bench.standin_server import standin_process
 from tests.helpers import MlflowServer
+from tests.openai_server import standin_process
 
 N, LATENCY_S, CONCURRENCY = 500, 0.1, 16
 

@@ -1,7 +1,7 @@
 """An in-process model for unit tests: canned or scripted replies through the real ``Backend`` protocol.
 
 Like inspect_ai's ``mockllm``: no network, no weights, the same ``generate -> Generation`` contract as
-every provider (tests/test_backend_contract.py holds it to it), so the runner, the cache, the judges
+every provider (tests/backends/test_contract.py holds it to it), so the runner, the cache, the judges
 and the scorers run unchanged around it. Features are proven on real models and real stand-in
 servers; this is for the logic around the call.
 

@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 from agility_mlflow.backends.bedrock import converse_request
 from agility_mlflow.config import load_config
 from agility_mlflow.sweep import run_sweep
-from bench.standin_server import start_standin
 from tests.helpers import GOLDEN_ROWS, write_project
+from tests.openai_server import start_standin
 
 TRUTH = {row["question"]: row["answer_ground_truth"] for row in GOLDEN_ROWS}
 

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from agility_mlflow.cli import main
 from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.prompts import Template, load_template
-from bench.standin_server import start_standin
 from tests.helpers import write_project
+from tests.openai_server import start_standin
 
 COLUMNS = ("answer_ground_truth, answer_source_llm, context, input_token_source_llm, latency_source_llm, "
            "output_token_source_llm, question, sample_id, ttft_source_llm")

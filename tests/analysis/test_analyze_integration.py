@@ -21,8 +21,8 @@ from mlflow import MlflowClient
 from agility_mlflow.analysis import categorize_offline, cluster_texts, failing_samples, taxonomy
 from agility_mlflow.pricing import cost_usd, lookup_price
 from agility_mlflow.review import export_review
-from bench.standin_server import start_standin
 from tests.helpers import run_cli, write_project
+from tests.openai_server import start_standin
 
 REFERENCES = {"s1": "$1,577 million", "s2": "38.1%", "s3": "$158.7 million", "s4": "$244.1 million", "s5": "$88.6 million", "s6": "$395 million"}
 CANDIDATE = {"s1": "1,577", "s2": "I'm sorry, I cannot answer that.", "s3": "$999 million"}

@@ -79,3 +79,26 @@ def log_eval_run(
     if status:
         client.set_terminated(run_id, status=status)
     return run_id
+
+
+# The runs tests/compare/conftest.py logs once for the comparison and report tests.
+N = 40
+IDS = [f"s{i:02d}" for i in range(N)]
+SCRIPT = "<script>alert(1)</script>"
+SOURCE_EM = [1.0] * 20 + [0.0] * 20
+SOURCE_F1 = [round(0.40 + 0.015 * (i % 20), 3) for i in range(N)]
+SOURCE_LATENCY = [round(1.0 + 0.02 * i, 3) for i in range(N)]
+
+BETTER_EM = [0.0] + SOURCE_EM[1:20] + [1.0] * 5 + [0.0] * 15  # s00 lost, s20-s24 won
+BETTER_F1 = [0.0] + [round(s + [0.05, 0.10, -0.02, 0.08][i % 4], 3) for i, s in enumerate(SOURCE_F1)][1:]
+WORSE_EM = [0.0] * 12 + [1.0] * 8 + [1.0] + [0.0] * 19  # s00-s11 lost, s20 won
+WORSE_F1 = [round(s - 0.25, 3) for s in SOURCE_F1]
+FEW_F1 = [round(s + (0.3 if i % 2 == 0 else -0.3), 3) for i, s in enumerate(SOURCE_F1[:10])]
+
+
+def _golden_rows() -> list[dict[str, str]]:
+    return [
+        {"sample_id": sid, "question": f"What is item {sid}?", "context": "ctx", "answer_ground_truth": f"reference {sid}",
+         "answer_source_llm": f"answer {sid}"}
+        for sid in IDS
+    ]

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from bench.standin_server import start_standin
 from tests.helpers import REPO, run_cli, write_csv
+from tests.openai_server import start_standin
 
 MAGIC = "State the figure in millions."
 N_SAMPLES = 10

@@ -22,8 +22,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from agility_mlflow.cache import ResponseCache
-from bench.standin_server import start_standin
 from tests.helpers import GOLDEN_ROWS, REPO, MlflowServer, run_cli, write_project
+from tests.openai_server import start_standin
 
 N = 30
 

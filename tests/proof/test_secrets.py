@@ -21,9 +21,9 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from bench.standin_server import start_standin
 from tests.bedrock_server import start_bedrock_server
 from tests.helpers import REPO, run_cli, write_project
+from tests.openai_server import start_standin
 
 SECRETS = {
     "AWS_ACCESS_KEY_ID": "AKIAPLANTEDSECRET123",

@@ -19,10 +19,10 @@ from agility_mlflow.cache import ResponseCache
 from agility_mlflow.config import RunSettings
 from agility_mlflow.dataset import load_dataset
 from agility_mlflow.runner import Request, Runner
-from bench.standin_server import start_standin
 from tests.bedrock_server import start_bedrock_server
 from tests.fake_backend import FakeBackend
 from tests.helpers import GOLDEN_ROWS, write_csv
+from tests.openai_server import start_standin
 
 MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is the capital of France?"}]
 PARAMS = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8}

@@ -10,7 +10,7 @@ import yaml
 from agility_mlflow.config import METRIC_PRESETS, load_config
 from agility_mlflow.evaluation import prepare, run_project
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEMOS = {"qa": "financial-qa", "rag": "financial-qa", "classification": "financial-qa", "summarization": "call-summarization"}
 # The README's preset table, written out: (without a judge, with a judge also).
 README_TABLE = {

@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from agility_mlflow.sweep import run_sweep
-from bench.standin_server import start_standin
 from tests.helpers import GOLDEN_ROWS, write_project
+from tests.openai_server import start_standin
 
 POSTGRES_ADMIN = "postgresql://root@127.0.0.1:5432/test"
 LOCAL = {"name": "local", "provider": "local", "model_id": "smollm2-135m-instruct", "params": {"max_tokens": 8}}

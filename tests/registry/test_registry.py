@@ -11,8 +11,8 @@ import pytest
 from mlflow import MlflowClient
 
 from agility_mlflow.evaluation import run_project
-from bench.standin_server import start_standin
 from tests.helpers import GOLDEN_ROWS, REPO, run_cli, write_csv, write_project
+from tests.openai_server import start_standin
 
 LOCAL = {"name": "smol", "provider": "local", "model_id": "smollm2-135m-instruct", "params": {"temperature": 0.0, "max_tokens": 16}}
 REPLAY = {"name": "same", "provider": "replay", "model_id": "gpt-4o-mini"}

@@ -6,7 +6,7 @@ answer after ``latency_s``, counts calls, records the requests it answered, and 
 features are proven on real models.
 
 Example:
-    >>> with start_standin(latency_s=0.0) as server:
+    >>> with start_standin(latency_s=0.0) as server:  # doctest: +SKIP
     ...     import json, urllib.request
     ...     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
     ...     request = urllib.request.Request(server.url + "/chat/completions", body, {"Content-Type": "application/json"})
@@ -169,14 +169,14 @@ class StandinProcess:
 
 @contextmanager
 def standin_process(latency_s: float = 0.1, throttle_fraction: float = 0.0) -> Iterator[StandinProcess]:
-    """Run ``python -m bench.standin_server`` on a free port of 127.0.0.1 until the block ends."""
+    """Run ``python -m tests.openai_server`` on a free port of 127.0.0.1 until the block ends."""
     import subprocess
     import urllib.request
     from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.standin_server", "--latency-s", str(latency_s), "--throttle-fraction", str(throttle_fraction)],
+        [sys.executable, "-m", "tests.openai_server", "--latency-s", str(latency_s), "--throttle-fraction", str(throttle_fraction)],
         stdout=subprocess.PIPE, text=True, cwd=repo,
     )
     try:

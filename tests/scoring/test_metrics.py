@@ -1,11 +1,10 @@
-"""Non-LLM metrics, run aggregates and prices on known pairs with exact expected values."""
+"""Non-LLM metrics and run aggregates on known pairs with exact expected values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.scoring import get_metric, metric_names
 from agility_mlflow.scoring._common import numbers
 from agility_mlflow.scoring.stats import mean_score, run_metrics
@@ -105,20 +104,3 @@ def test_partly_unknown_cost_is_not_reported() -> None:
 def test_mean_score_ignores_not_applicable() -> None:
     assert mean_score([1.0, None, 0.0, None]) == 0.5
     assert mean_score([None]) is None
-
-
-def test_prices_come_from_overrides_then_catalogs() -> None:
-    assert lookup_price("openai", "gpt-4o-mini", {"gpt-4o-mini": {"input": 1.0, "output": 2.0}}) == Price(1.0, 2.0, "config")
-    catalog = lookup_price("openai", "gpt-4o-mini", {})
-    assert catalog.source == "genai-prices" and (catalog.input_per_mtok, catalog.output_per_mtok) == (0.15, 0.6)
-    profile = lookup_price("bedrock", "us.anthropic.claude-3-5-haiku-20241022-v1:0", {})
-    assert profile.source == "genai-prices" and profile.input_per_mtok > 0
-    assert lookup_price("local", "smollm2-135m-instruct", {}) == Price(0.0, 0.0, "local (no API charge)")
-    assert lookup_price("openai", "my-private-finetune-xyz", {}) is None
-
-
-def test_cost_of_a_call() -> None:
-    price = Price(0.15, 0.60, "genai-prices")
-    assert cost_usd(price, 1000, 500) == pytest.approx((1000 * 0.15 + 500 * 0.60) / 1e6)
-    assert cost_usd(None, 1000, 500) is None
-    assert cost_usd(price, None, 500) is None

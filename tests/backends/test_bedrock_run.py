@@ -76,7 +76,7 @@ def test_validation_error_fails_the_configuration_at_once(aws_env: None, tmp_pat
 
 
 def test_the_shipped_openai_to_bedrock_example_runs_as_written(aws_env: None) -> None:
-    config = Path(__file__).resolve().parents[1] / "projects" / "openai-to-bedrock" / "agility.yaml"
+    config = Path(__file__).resolve().parents[2] / "projects" / "openai-to-bedrock" / "agility.yaml"
     with start_bedrock_server(responder=lambda model_id, request: f"{model_id} says $1,234.5 million") as server:
         result = run_cli("run", str(config), "--limit", "3", env={"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": server.url})
         models = sorted({r.model_id for r in server.requests})

@@ -19,8 +19,8 @@ import pytest
 from mlflow import MlflowClient
 
 from agility_mlflow.pricing import cost_usd, lookup_price
-from bench.standin_server import start_standin
 from tests.helpers import GOLDEN_ROWS, run_cli, write_project
+from tests.openai_server import start_standin
 
 VERDICT = "Matches the reference figure."
 

@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 
 from agility_mlflow.cli import main
 from agility_mlflow.evaluation import run_project
-from bench.standin_server import start_standin
 from tests.helpers import GOLDEN_ROWS, write_csv, write_project
+from tests.openai_server import start_standin
 
 # The team's names for the golden columns.
 TEAM = {"sample_id": "financebench_id", "question": "query", "context": "evidence", "answer_ground_truth": "ground_truths",
