@@ -13,14 +13,15 @@ from tests.helpers import MlflowServer, new_store
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test gets its own response cache and, unless it asks for a server, its own (migrated, empty) sqlite store."""
+    import mlflow
+
+    # First: forgetting a URI an earlier test set also unsets MLFLOW_TRACKING_URI (MLflow keeps the two in step).
+    mlflow.set_tracking_uri(None)
     monkeypatch.setenv("AGILITY_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", new_store(tmp_path / "mlflow.db"))
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    import mlflow
-
-    mlflow.set_tracking_uri(None)
     yield
     while mlflow.active_run():
         mlflow.end_run()
