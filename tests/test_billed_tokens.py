@@ -9,8 +9,8 @@ from mlflow import MlflowClient
 
 from agility_mlflow.compare import read_results
 from agility_mlflow.evaluation import run_project
-from bench.standin_server import start_standin
 from tests.helpers import write_project
+from tests.openai_server import start_standin
 
 PRICING = {"o4-mini": {"input": 1.10, "output": 4.40, "cached_input": 0.275}}
 
