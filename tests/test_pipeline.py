@@ -81,3 +81,21 @@ def test_replayed_and_migrated_steps_log_per_step_and_total_metrics(tmp_path: Pa
 def test_bad_steps_fail_before_any_call(tmp_path: Path, steps: list[dict], message: str) -> None:
     result = run_cli("run", str(write_project(tmp_path, rows=ROWS, prompts=PROMPTS, steps=steps)))
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_a_sweep_runs_the_whole_pipeline(tmp_path: Path, tracking: str) -> None:
+    import uuid
+
+    candidate = {"name": "smol", "provider": "local", "model_id": "smollm2-135m-instruct", "params": {"max_tokens": 4}}
+    experiment = f"pipeline-sweep-{uuid.uuid4().hex[:8]}"
+    config = write_project(tmp_path, rows=ROWS, experiment=experiment, prompts=PROMPTS, steps=STEPS, candidates=[candidate],
+                           sweep={"params": {"max_tokens": {"choices": [2, 4]}}, "n_trials": 2, "slices": 1, "objective": "token_f1"})
+    result = run_cli("sweep", str(config), "--tracking-uri", tracking, "--storage", f"sqlite:///{tmp_path / 'o.db'}", "--limit", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking)
+    trials = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "tags.`agility.role` = 'trial'")
+    assert len(trials) == 2 and {t.info.status for t in trials} == {"FINISHED"}
+    for trial in trials:
+        assert trial.data.metrics["n_errors"] == 0  # the answer step read {{query}} from the replayed rewrite
+        assert trial.data.tags["agility.prompt"].startswith("prompts:/answer/")  # the migrated step's prompt is what varies
+        assert any(name.startswith("step.rewrite.") for name in trial.data.metrics)

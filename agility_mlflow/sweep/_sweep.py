@@ -190,7 +190,9 @@ def _templates(project: Project, sweep: SweepConfig) -> dict[str, Template]:
     """Config prompts by name, plus registry prompts by URI."""
     import mlflow
 
-    keys = sweep.prompts or list(project.templates)
+    migrated = project.config.migrated_step
+    # With steps:, the prompts to vary are the migrated step's; the others belong to fixed steps.
+    keys = sweep.prompts or ([migrated.prompt] if migrated else list(project.templates))
     templates: dict[str, Template] = {}
     for key in keys:
         if key in project.templates:
@@ -224,7 +226,9 @@ def _print_estimate(plan: _Plan, total_trials: int, budget_usd: float | None) ->
             continue
         max_tokens = max([candidate.params.max_tokens, *[int(v) for v in _space_values(plan.sweep, "max_tokens")]])
         for template in plan.templates.values():
-            chars = sum(len(m["content"]) for row in rows for m in template.render(row)) + 200 * len(rows)
+            # An earlier step's output (a pipeline) is not known yet: counted as empty, like the 200-character allowance covers.
+            chars = sum(len(m["content"]) for row in rows for m in template.render({**dict.fromkeys(template.variables, ""), **row}))
+            chars += 200 * len(rows)
             # ~3 characters per token is a deliberately high token count for English text.
             cost = (chars / 3 * price.input_per_mtok + len(rows) * max_tokens * price.output_per_mtok) / 1e6
             worst = max(worst, cost)
@@ -248,7 +252,8 @@ def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequenc
 
     _study.mark_worker(study, trial)
     choice = _space.suggest(trial, plan.sweep, plan.candidates, plan.templates)
-    configuration = Configuration("trial", choice.candidate.name, choice.candidate, choice.template)
+    steps = plan.project.configurations[0].steps if plan.project.configurations else ()  # a pipeline's steps, as `agility run` plans them
+    configuration = Configuration("trial", choice.candidate.name, choice.candidate, choice.template, steps)
     prompt_uri = tracking.register_prompt(choice.template)
     backend = plan.backends.get(choice.candidate.name)
     if backend is None:
