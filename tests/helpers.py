@@ -79,9 +79,8 @@ class MlflowServer:
     background job workers (each is a ~230 MB process that only slows a 2-core machine), no
     telemetry, no model-catalog download.
 
-    Example:
-        >>> with MlflowServer(tmp_path) as url:  # doctest: +SKIP
-        ...     MlflowClient(url).search_experiments()
+    Use it as ``with MlflowServer(tmp_path / "server") as url: ...``; ``stop()`` and ``start()`` again keep the
+    port and the store (the fault tests take a server away mid-run).
     """
 
     def __init__(self, root: Path, *, port: int | None = None, workers: int = 1) -> None:

@@ -5,13 +5,8 @@ answer after ``latency_s``, counts calls, records the requests it answered, and 
 429) an exact, evenly spread share of them. It proves speed and fault handling, never quality:
 features are proven on real models.
 
-Example:
-    >>> with start_standin(latency_s=0.0) as server:  # doctest: +SKIP
-    ...     import json, urllib.request
-    ...     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
-    ...     request = urllib.request.Request(server.url + "/chat/completions", body, {"Content-Type": "application/json"})
-    ...     json.load(urllib.request.urlopen(request))["usage"]["completion_tokens"]
-    4
+Use it as ``with start_standin(latency_s=0.0, answer=lambda request: ...) as server:`` and point an
+OpenAI client at ``server.url``; ``server.answered`` holds the requests it answered.
 """
 
 from __future__ import annotations

@@ -32,16 +32,6 @@ def _sweep_project(tmp_path: Path, experiment: str = "test-migration", **sweep: 
     return write_project(tmp_path, experiment=experiment, candidates=[LOCAL], prompts=PROMPTS, sweep=settings)
 
 
-def _postgres_available() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(POSTGRES_ADMIN, connect_timeout=3).close()
-        return True
-    except Exception:
-        return False
-
-
 def test_sweep_logs_parent_children_and_best(tmp_path: Path) -> None:
     config = _sweep_project(tmp_path, instructions=["", "Answer in one sentence."])
     result = run_sweep(config, storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False)
@@ -144,7 +134,6 @@ def _worker(config: Path, storage: str, study: str, tracking: str, n_trials: int
     )
 
 
-@pytest.mark.skipif(not _postgres_available(), reason="PostgreSQL on 127.0.0.1:5432 is not running")
 def test_two_workers_share_one_postgres_study_without_duplicates(tmp_path: Path, tracking: str, fresh_postgres: str) -> None:
     study_name = f"agility-test-{uuid.uuid4().hex[:8]}"
     config = _sweep_project(tmp_path, experiment=f"pg-{study_name}", sampler="random")
