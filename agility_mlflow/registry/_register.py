@@ -227,7 +227,7 @@ def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
         logger.warning("candidate '%s' has an inline api_key, which is never stored: the model reads %s", candidate.name,
                        candidate.api_key_env or "OPENAI_API_KEY")
     model = candidate.model_dump(mode="json", exclude={"name", "prompts", "api_key", "params"}, exclude_none=True)
-    model["params"] = InferenceParams.model_validate(inference).model_dump(mode="json")
+    model["params"] = InferenceParams.model_validate(inference).model_dump(mode="json", exclude_none=True)  # an unset provider control is no control
     prompt = MlflowClient().load_prompt(prompt_uri)
     user, system, fmt = registry_template_parts(prompt.template)
     price = cfg.pricing.get(candidate.model_id)
