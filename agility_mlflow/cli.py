@@ -95,8 +95,9 @@ def main(verbose: bool) -> None:
 @click.option("--tracking-uri", help="MLflow tracking URI (default: the config's, then MLFLOW_TRACKING_URI).")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N samples.")
 @click.option("--candidate", "candidates", multiple=True, help="Run only this candidate (repeatable).")
+@click.option("--budget-usd", type=float, help="Start no run whose worst-case cost (model and judge calls) could cross this.")
 @_handle_errors
-def run_command(config: str, tracking_uri: str | None, limit: int | None, candidates: tuple[str, ...]) -> None:
+def run_command(config: str, tracking_uri: str | None, limit: int | None, candidates: tuple[str, ...], budget_usd: float | None) -> None:
     """One MLflow run per prompt x candidate, plus the source run from recorded answers."""
     from agility_mlflow.config import load_config
     from agility_mlflow.evaluation import run_project, summary_table
@@ -104,7 +105,8 @@ def run_command(config: str, tracking_uri: str | None, limit: int | None, candid
     # Under `mlflow run`, MLFLOW_RUN_ID names the project's run: nest ours under it instead of reusing it.
     parent_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     summaries = run_project(
-        config, tracking_uri=tracking_uri, limit=limit, candidates=list(candidates) or None, parent_run_id=parent_run_id
+        config, tracking_uri=tracking_uri, limit=limit, candidates=list(candidates) or None, parent_run_id=parent_run_id,
+        budget_usd=budget_usd,
     )
     metric_names = load_config(config).metrics
     click.echo(summary_table(summaries, metric_names))

@@ -23,6 +23,7 @@ from agility_mlflow.cache import ResponseCache
 from agility_mlflow.config import Config, ModelConfig, SourceConfig, load_config
 from agility_mlflow.dataset import GROUND_TRUTH, SOURCE_ANSWER, GoldenDataset, load_dataset, references
 from agility_mlflow.errors import AgilityError, InputError, Problems
+from agility_mlflow.estimate import NOTHING, Estimate, estimate_evaluation
 from agility_mlflow.pipeline import PlannedStep, run_steps, step_metrics, step_names
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.prompts import Template, load_template
@@ -400,6 +401,7 @@ def run_project(
     parent_run_id: str | None = None,
     progress: bool | None = None,
     with_source: bool = True,
+    budget_usd: float | None = None,
 ) -> list[RunSummary]:
     """Evaluate every configuration of a project and log each as an MLflow run.
 
@@ -412,9 +414,13 @@ def run_project(
         parent_run_id: Nest the runs under this run (``mlflow run`` passes ``MLFLOW_RUN_ID``).
         progress: Show a progress bar; by default only on a terminal.
         with_source: Also log the ``source`` run (when the config or the dataset has one).
+        budget_usd: Never cross this spend: a configuration whose worst case (model and judge calls)
+            no longer fits in what is left is not started, and an :class:`AgilityError` says which.
     """
     from agility_mlflow import tracking
 
+    if budget_usd is not None and budget_usd <= 0:
+        raise InputError(f"--budget-usd must be positive, got {budget_usd}")
     config = config if isinstance(config, Config) else load_config(config)
     tracking.check_reachable(tracking_uri or config.resolved_tracking_uri())  # seconds, not MLflow's minutes of retries
     project = prepare(config, limit=limit, candidates=candidates, tracking_uri=tracking_uri, with_source=with_source)
@@ -427,14 +433,29 @@ def run_project(
     for run_id in tracking.fail_abandoned_runs(experiment_id):
         logger.warning("run %s was left RUNNING by a process that died: marked FAILED", run_id)
     prompt_uris = {name: tracking.register_prompt(t) for name, t in project.templates.items()}
+    estimates = estimate_project(project)
+    total = sum(estimates, NOTHING)
+    logger.info("estimate: %d runs x %d samples: %s%s", len(estimates), len(project.dataset.rows), total.describe(),
+                f"; budget ${budget_usd:.4f}" if budget_usd is not None else "")
 
-    summaries = []
+    summaries: list[RunSummary] = []
+    spent = 0.0
     try:
         with tracking.parent_in_experiment(parent_run_id, experiment_id) as parent:
-            for configuration in project.configurations:
-                summaries.append(
-                    _run_configuration(project, configuration, backends[configuration.name], runner, prompt_uris, experiment_id, parent)
-                )
+            for configuration, estimate in zip(project.configurations, estimates):
+                if budget_usd is not None and spent + estimate.total_usd > budget_usd:
+                    left = [c.run_name for c in project.configurations[len(summaries):]]
+                    raise AgilityError(
+                        f"--budget-usd ${budget_usd:.4f}: ${spent:.4f} spent; '{configuration.run_name}' may cost up to "
+                        f"${estimate.total_usd:.4f}: not started ({len(left)} runs not started: {', '.join(left)})"
+                    )
+                summary = _run_configuration(project, configuration, backends[configuration.name], runner, prompt_uris, experiment_id,
+                                             parent)
+                summaries.append(summary)
+                # A replayed model's cost was paid in production, not now; cached answers are counted as paid (a bound).
+                if configuration.model.provider != "replay":
+                    spent += summary.metrics.get("cost_usd_total", 0.0)
+                spent += summary.metrics.get("judge_cost_usd_total", 0.0)
     finally:
         for backend in backends.values():
             backend.close()
@@ -479,6 +500,21 @@ def source_run(project: Project, runner: Runner, experiment_id: str) -> str | No
         return _run_configuration(project, source, backend, runner, {source.template.name: prompt_uri}, experiment_id, None).run_id
     finally:
         backend.close()
+
+
+def estimate_project(project: Project) -> list[Estimate]:
+    """The worst case of each configuration's evaluation (model and judge calls, USD), in plan order."""
+    return [estimate_for(project, c.model, c.template, steps=c.steps) for c in project.configurations]
+
+
+def estimate_for(
+    project: Project, model: ModelConfig, template: Template, *, max_tokens: int | None = None, steps: Sequence[PlannedStep] = ()
+) -> Estimate:
+    """The worst case of evaluating ``model`` with ``template`` on the project's samples, its judged metrics included."""
+    cfg = project.config
+    instructions = len(judge_style_guide(cfg) or "") + len(cfg.judge.criteria or "") if cfg.judge else 0
+    return estimate_evaluation(cfg, model, template, project.dataset.rows, [m.name for m in project.judged_metrics],
+                               max_tokens=max_tokens, steps=steps, judge_instruction_chars=instructions)
 
 
 def _run_configuration(

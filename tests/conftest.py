@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,35 @@ def tracking(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return mlflow_server
 
 
+
+
+POSTGRES_ADMIN = "postgresql://root@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def new_postgres_database() -> Iterator[Callable[[], str]]:
+    """Makes new, empty PostgreSQL databases on 127.0.0.1:5432 (``.ci/run`` starts the server); all dropped afterwards.
+
+    Never skipped: without PostgreSQL the test fails, so CI cannot pass with the team setup untested.
+    """
+    import psycopg
+
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"agility_test_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        names.append(name)
+        return f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+
+    yield create
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(new_postgres_database: Callable[[], str]) -> str:
+    """One new, empty PostgreSQL database for this test."""
+    return new_postgres_database()

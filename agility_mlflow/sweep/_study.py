@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,17 @@ from optuna.trial import FrozenTrial, TrialState
 from agility_mlflow._process import process_alive
 from agility_mlflow.config import SweepConfig
 
+logger = logging.getLogger(__name__)
+
 HOST_ATTR = "agility.host"
 PID_ATTR = "agility.pid"
 RUN_ATTR = "mlflow_run_id"
 SPENT_ATTR = "spent_usd"
 CONSTRAINTS_ATTR = "constraints"
+CLAIM_ATTR = "agility.claim"
+"""``granted``, or why the trial was not run (``trials`` or ``budget``): set once, before the trial runs."""
+RESERVED_ATTR = "agility.reserved_usd"
+"""The trial's worst-case cost, counted against the budget until its real spend is known."""
 
 
 def default_storage(tracking_uri: str | None) -> str:
@@ -146,6 +154,111 @@ def mark_worker(study: optuna.Study, trial: optuna.Trial) -> None:
 def spent_usd(study: optuna.Study) -> float:
     """Money the study's trials have spent on model calls (cache hits cost nothing), across workers."""
     return sum(float(t.user_attrs.get(SPENT_ATTR, 0.0)) for t in study.get_trials(deepcopy=False))
+
+
+def committed_usd(trials: Sequence[FrozenTrial], reserve_usd: float) -> float:
+    """Spend known, plus the reservation of every trial that holds a place and has no spend recorded yet.
+
+    A trial that ran but died before recording its spend keeps its reservation: its calls were paid.
+    A queued (WAITING) trial will run with the study's worst case.
+    """
+    total = 0.0
+    for trial in trials:
+        if not holds_place(trial) and not (trial.state == TrialState.FAIL and trial.system_attrs.get(CLAIM_ATTR) == GRANTED):
+            continue
+        if SPENT_ATTR in trial.user_attrs:
+            total += float(trial.user_attrs[SPENT_ATTR])
+        else:
+            total += float(trial.system_attrs.get(RESERVED_ATTR, reserve_usd))
+    return total
+
+
+GRANTED = "granted"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Whether a trial may run: ``refused`` is ``None`` when it may, else ``"trials"`` or ``"budget"``."""
+
+    refused: str | None
+    message: str
+
+
+class ClaimRefused(Exception):
+    """Raised inside a trial that claimed a place past the study's total or budget: the trial ends FAIL, unrun."""
+
+
+def claim(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    *,
+    total_trials: int,
+    reserve_usd: float,
+    budget_usd: float | None,
+    poll_s: float = 0.05,
+) -> Claim:
+    """Claim a place for ``trial`` in the study before it runs, exactly, whatever the number of workers.
+
+    The storage numbers trials atomically (Optuna locks the study row to number a new trial), so
+    places are given in trial-number order: a trial first records its worst-case cost, waits until
+    every lower-numbered trial has decided (milliseconds; a dead worker's trial is failed by the
+    heartbeat), and then runs only when fewer than ``total_trials`` lower trials hold a place and the
+    lower trials' spend and reservations plus its own stay within ``budget_usd``. Every worker
+    sees the same lower trials, so no two can take the same last place or the same last dollar.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> claims = [claim(study, study.ask(), total_trials=2, reserve_usd=0.0, budget_usd=None) for _ in range(3)]
+        >>> [c.refused for c in claims]
+        [None, None, 'trials']
+    """
+    storage = study._storage
+    storage.set_trial_system_attr(trial._trial_id, RESERVED_ATTR, reserve_usd)
+    earlier = _decided_earlier_trials(study, trial.number, poll_s)
+    places = sum(holds_place(t) for t in earlier)
+    committed = committed_usd(earlier, reserve_usd)
+    if places >= total_trials:
+        decision = Claim("trials", f"the study already holds its {total_trials} trials")
+    elif budget_usd is not None and committed + reserve_usd > budget_usd + 1e-12:
+        decision = Claim("budget", f"${committed:.4f} spent or reserved; a trial may cost up to ${reserve_usd:.4f}, "
+                                   f"over the budget of ${budget_usd:.4f}")
+    else:
+        decision = Claim(None, f"place {places + 1} of {total_trials}")
+    storage.set_trial_system_attr(trial._trial_id, CLAIM_ATTR, decision.refused or GRANTED)
+    return decision
+
+
+def holds_place(trial: FrozenTrial) -> bool:
+    """A trial that counts towards the total: finished, running with a granted claim, or queued to run."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING):
+        return trial.system_attrs.get(CLAIM_ATTR, GRANTED) == GRANTED
+    return trial.state == TrialState.RUNNING and trial.system_attrs.get(CLAIM_ATTR) == GRANTED
+
+
+def _decided_earlier_trials(study: optuna.Study, number: int, poll_s: float) -> list[FrozenTrial]:
+    """The trials numbered below ``number``, once none of them is still deciding whether to run."""
+    waited, next_cleanup = 0.0, 5.0
+    while True:
+        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number]
+        deciding = [t for t in earlier if t.state == TrialState.RUNNING and CLAIM_ATTR not in t.system_attrs]
+        if not deciding:
+            return earlier
+        if waited >= next_cleanup:  # a worker that died between creating its trial and claiming
+            logger.info("trial %d waits for trial %d of another worker to claim its place", number, deciding[0].number)
+            fail_dead_trials(study)
+            next_cleanup += 5.0
+        time.sleep(poll_s)
+        waited += poll_s
+
+
+def refused(trial: FrozenTrial) -> bool:
+    """A trial refused its place (past the total or the budget): it never ran."""
+    return trial.system_attrs.get(CLAIM_ATTR, GRANTED) != GRANTED
+
+
+def placed(study: optuna.Study) -> int:
+    """Trials that hold a place in the study's total (see :func:`claim`)."""
+    return sum(holds_place(t) for t in study.get_trials(deepcopy=False))
 
 
 def finished(study: optuna.Study) -> int:

@@ -17,12 +17,14 @@ from agility_mlflow.backends import Backend, create_backend
 from agility_mlflow.cache import ResponseCache
 from agility_mlflow.config import CandidateConfig, Config, SweepConfig, load_config
 from agility_mlflow.errors import AgilityError, InputError
+from agility_mlflow.estimate import NOTHING, Estimate
 from agility_mlflow.evaluation import (
     Configuration,
     EvaluationResult,
     Project,
     aggregate,
     create_judge,
+    estimate_for,
     log_evaluation,
     prepare,
     score_samples,
@@ -73,6 +75,11 @@ class _Plan:
     parent_run_id: str
     study_name: str
     runner: Runner
+    total_trials: int = 0
+    budget_usd: float | None = None
+    reserve_usd: float = 0.0
+    """The most one trial may cost (model and judge calls): reserved in the study before it runs."""
+    stopped_by_budget: bool = False
     backends: dict[str, Backend] = field(default_factory=dict)
 
 
@@ -145,31 +152,31 @@ def run_sweep(
         source_metrics = dict(MlflowClient().get_run(source_run_id).data.metrics)
     parent_run_id = _report.parent_run(experiment_id, study_name, storage_url, sweep, objective, total_trials)
     plan = _Plan(project, sweep, objective, constraints, candidates, templates, source_metrics,
-                 experiment_id, parent_run_id, study_name, runner)
-    max_trial_cost = _print_estimate(plan, total_trials, budget_usd)
+                 experiment_id, parent_run_id, study_name, runner, total_trials, budget_usd)
+    plan.reserve_usd = _log_estimate(plan).total_usd
 
-    remaining = max(total_trials - _study.finished(study), 0)
-    stopped_by_budget = False
+    remaining = max(total_trials - _study.placed(study), 0)
 
     def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal stopped_by_budget
-        if _study.finished(study) >= total_trials:
+        # Saves asking for a trial that would only be refused; the claim in each trial is what makes caps exact.
+        trials = study.get_trials(deepcopy=False)
+        if sum(_study.holds_place(t) for t in trials) >= total_trials:
             study.stop()
-        elif budget_usd is not None and _study.spent_usd(study) + max_trial_cost > budget_usd:
-            stopped_by_budget = True
-            logger.warning("budget: $%.4f spent of $%.4f; the next trial could cross it: stopping", _study.spent_usd(study), budget_usd)
-            study.stop()
+        elif budget_usd is not None and _study.committed_usd(trials, plan.reserve_usd) + plan.reserve_usd > budget_usd:
+            _stop_for_budget(plan, study, _budget_message(plan, _study.committed_usd(trials, plan.reserve_usd)))
 
-    if budget_usd is not None and _study.spent_usd(study) + max_trial_cost > budget_usd:
-        stopped_by_budget, remaining = True, 0
-        logger.warning("budget: a trial could cost up to $%.4f, over what is left of $%.4f: no trial started", max_trial_cost, budget_usd)
+    committed = _study.committed_usd(study.get_trials(deepcopy=False), plan.reserve_usd)
+    if budget_usd is not None and committed + plan.reserve_usd > budget_usd:
+        remaining = 0
+        _stop_for_budget(plan, None, _budget_message(plan, committed))
+    logging.getLogger("optuna.study._optimize").addFilter(_quiet_refused_claims)
     try:
         if remaining:
             study.optimize(
                 lambda trial: _run_trial(plan, study, trial),
                 n_trials=remaining,
                 callbacks=[stop_when_done],
-                catch=(AgilityError, KeyError),
+                catch=(AgilityError, KeyError, _study.ClaimRefused),
             )
     finally:
         for backend in plan.backends.values():
@@ -177,7 +184,26 @@ def run_sweep(
         if judge is not None:
             judge.backend.close()
     best = _report.summarize(study, objective, parent_run_id)
-    return SweepResult(study_name, storage_url, parent_run_id, len(study.trials), best, stopped_by_budget, source_run_id)
+    n_trials = sum(not _study.refused(t) for t in study.get_trials(deepcopy=False))
+    return SweepResult(study_name, storage_url, parent_run_id, n_trials, best, plan.stopped_by_budget, source_run_id)
+
+
+def _budget_message(plan: _Plan, committed: float) -> str:
+    return f"${committed:.4f} spent or reserved; a trial may cost up to ${plan.reserve_usd:.4f}, over the budget of ${plan.budget_usd:.4f}"
+
+
+def _stop_for_budget(plan: _Plan, study: optuna.Study | None, message: str) -> None:
+    """Log why once; stop the study's loop when inside it (``None`` before it starts)."""
+    if not plan.stopped_by_budget:
+        logger.warning("budget: %s: no further trial", message)
+    plan.stopped_by_budget = True
+    if study is not None:
+        study.stop()
+
+
+def _quiet_refused_claims(record: logging.LogRecord) -> bool:
+    """Optuna reports a trial refused its place as failed; it never ran, so say nothing (the worker logs why it stops)."""
+    return "ClaimRefused" not in record.getMessage()
 
 
 def _current_tracking_uri() -> str:
@@ -213,30 +239,19 @@ def _constraint_values(trial: FrozenTrial) -> Sequence[float]:
     return trial.user_attrs.get(_study.CONSTRAINTS_ATTR, [1.0])
 
 
-def _print_estimate(plan: _Plan, total_trials: int, budget_usd: float | None) -> float:
-    """Print the calls and cost a sweep may need; return the most one trial may cost."""
-    rows = plan.project.dataset.rows
-    pricing = plan.project.config.price_overrides()
-    worst = 0.0
-    unknown = []
+def _log_estimate(plan: _Plan) -> Estimate:
+    """Log what the sweep may call and cost before its first call; return the worst case of one trial."""
+    project = plan.project
+    space_max_tokens = max([int(v) for v in _space_values(plan.sweep, "max_tokens")], default=0)
+    worst = NOTHING
     for candidate in plan.candidates.values():
-        price = lookup_price(candidate.provider, candidate.model_id, pricing)
-        if price is None:
-            unknown.append(candidate.name)
-            continue
-        max_tokens = max([candidate.params.max_tokens, *[int(v) for v in _space_values(plan.sweep, "max_tokens")]])
         for template in plan.templates.values():
-            # An earlier step's output (a pipeline) is not known yet: counted as empty, like the 200-character allowance covers.
-            chars = sum(len(m["content"]) for row in rows for m in template.render({**dict.fromkeys(template.variables, ""), **row}))
-            chars += 200 * len(rows)
-            # ~3 characters per token is a deliberately high token count for English text.
-            cost = (chars / 3 * price.input_per_mtok + len(rows) * max_tokens * price.output_per_mtok) / 1e6
-            worst = max(worst, cost)
-    print(f"sweep: up to {total_trials} trials x {len(rows)} samples = {total_trials * len(rows)} model calls "
-          f"(cache hits are free); at most ${worst:.4f} per trial, ${worst * total_trials:.4f} in all"
-          + (f"; budget ${budget_usd:.4f}" if budget_usd is not None else ""))
-    if unknown:
-        logger.warning("no price known for %s: the estimate and --budget-usd leave them out", ", ".join(unknown))
+            estimate = estimate_for(project, candidate, template, max_tokens=space_max_tokens)
+            worst = max(worst, estimate, key=lambda e: (e.total_usd, e.model_calls + e.judge_calls))
+    total = plan.total_trials
+    logger.info("estimate: up to %d trials x %d samples; per trial %s; $%.4f in all (cache hits are free)%s",
+                total, len(project.dataset.rows), worst.describe(), worst.total_usd * total,
+                f"; budget ${plan.budget_usd:.4f}" if plan.budget_usd is not None else "")
     return worst
 
 
@@ -251,6 +266,14 @@ def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequenc
     from agility_mlflow import tracking
 
     _study.mark_worker(study, trial)
+    claim = _study.claim(study, trial, total_trials=plan.total_trials, reserve_usd=plan.reserve_usd, budget_usd=plan.budget_usd)
+    if claim.refused == "budget":
+        _stop_for_budget(plan, study, claim.message)
+    elif claim.refused:
+        logger.info("trial %d not run: %s; this worker stops", trial.number, claim.message)
+        study.stop()
+    if claim.refused:
+        raise _study.ClaimRefused(claim.message)
     choice = _space.suggest(trial, plan.sweep, plan.candidates, plan.templates)
     steps = plan.project.configurations[0].steps if plan.project.configurations else ()  # a pipeline's steps, as `agility run` plans them
     configuration = Configuration("trial", choice.candidate.name, choice.candidate, choice.template, steps)
