@@ -65,39 +65,39 @@ def test_a_team_runs_sweeps_compares_registers_and_checks_on_one_postgres_server
         write_csv(tmp_path / "refreshed.csv", GOLDEN_ROWS)
         checked = run_cli("check", "--model", "models:/app.team@champion", "--dataset", str(tmp_path / "refreshed.csv"))
 
-    assert ran.returncode == 0, ran.stderr[-2000:]
-    assert [w.returncode for w, _, _ in swept] == [0, 0], [err[-2000:] for _, _, err in swept]
-    assert compared.returncode == 0, compared.stderr[-2000:]
-    assert registered.returncode == 0, registered.stderr[-2000:]
-    assert checked.returncode == 0, checked.stdout + checked.stderr[-2000:]
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert [w.returncode for w, _, _ in swept] == [0, 0], [err[-2000:] for _, _, err in swept]
+        assert compared.returncode == 0, compared.stderr[-2000:]
+        assert registered.returncode == 0, registered.stderr[-2000:]
+        assert checked.returncode == 0, checked.stdout + checked.stderr[-2000:]
 
-    # Everything is on the one server: its PostgreSQL store holds the runs, its artifact store their files.
-    client = MlflowClient(server)
-    experiment = client.get_experiment_by_name("team")
-    assert experiment.artifact_location.startswith("mlflow-artifacts:/")
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    roles = sorted(r.data.tags.get("agility.role", "") for r in runs)
-    assert roles == ["candidate", "check", "comparison", "registration", "source", "study", *["trial"] * 4] or \
-        roles == ["candidate", "check", "comparison", "source", "study", *["trial"] * 4], roles
-    assert not [r for r in runs if r.info.status == "RUNNING"]
-    candidate_run = next(r for r in runs if r.data.tags.get("agility.role") == "candidate")
-    assert candidate_run.data.metrics["token_f1"] == next(r for r in runs if r.data.tags.get("agility.role") == "source").data.metrics["token_f1"]
-    table = json.loads(Path(client.download_artifacts(candidate_run.info.run_id, "eval_results.json", tempfile.mkdtemp())).read_text())
-    assert len(table["data"]) == 3
-    assert list((tmp_path / "artifacts").rglob("eval_results.json")), "artifacts are stored by the server, not by the clients"
+        # Everything is on the one server: its PostgreSQL store holds the runs, its artifact store their files.
+        client = MlflowClient(server)
+        experiment = client.get_experiment_by_name("team")
+        assert experiment.artifact_location.startswith("mlflow-artifacts:/")
+        runs = client.search_runs([experiment.experiment_id], max_results=100)
+        roles = sorted(r.data.tags.get("agility.role", "") for r in runs)
+        assert roles == ["candidate", "check", "comparison", "registration", "source", "study", *["trial"] * 4] or \
+            roles == ["candidate", "check", "comparison", "source", "study", *["trial"] * 4], roles
+        assert not [r for r in runs if r.info.status == "RUNNING"]
+        candidate_run = next(r for r in runs if r.data.tags.get("agility.role") == "candidate")
+        assert candidate_run.data.metrics["token_f1"] == next(r for r in runs if r.data.tags.get("agility.role") == "source").data.metrics["token_f1"]
+        table = json.loads(Path(client.download_artifacts(candidate_run.info.run_id, "eval_results.json", tempfile.mkdtemp())).read_text())
+        assert len(table["data"]) == 3
+        assert list((tmp_path / "artifacts").rglob("eval_results.json")), "artifacts are stored by the server, not by the clients"
 
-    # The two workers shared one study on PostgreSQL: exactly 4 trials, each one MLflow run under one study run.
-    study = optuna.load_study(study_name="team", storage=optuna_storage)
-    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
-    trial_runs = {r.info.run_id for r in runs if r.data.tags.get("agility.role") == "trial"}
-    assert trial_runs == {t.user_attrs["mlflow_run_id"] for t in study.trials if t.state == TrialState.COMPLETE}
+        # The two workers shared one study on PostgreSQL: exactly 4 trials, each one MLflow run under one study run.
+        study = optuna.load_study(study_name="team", storage=optuna_storage)
+        assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
+        trial_runs = {r.info.run_id for r in runs if r.data.tags.get("agility.role") == "trial"}
+        assert trial_runs == {t.user_attrs["mlflow_run_id"] for t in study.trials if t.state == TrialState.COMPLETE}
 
-    # The winner is registered on the server, and the check ran against the registered model.
-    version = client.get_model_version_by_alias("app.team", "champion")
-    winner = re.search(r"^winner: (\S+)", compared.stdout, re.M)
-    assert winner, compared.stdout
-    assert version.tags["agility.verdict.outcome"] == "pass"
-    assert client.get_run(version.tags["agility.registered_from_run"]).data.tags["agility.role"] in ("candidate", "trial")
-    check_run = next(r for r in runs if r.data.tags.get("agility.role") == "check")
-    assert check_run.data.tags["agility.check"] == "pass"
-    assert checked.stdout.strip().splitlines()[-1].startswith("pass: models:/app.team@champion")
+        # The winner is registered on the server, and the check ran against the registered model.
+        version = client.get_model_version_by_alias("app.team", "champion")
+        winner = re.search(r"^winner: (\S+)", compared.stdout, re.MULTILINE)
+        assert winner, compared.stdout
+        assert version.tags["agility.verdict.outcome"] == "pass"
+        assert client.get_run(version.tags["agility.registered_from_run"]).data.tags["agility.role"] in ("candidate", "trial")
+        check_run = next(r for r in runs if r.data.tags.get("agility.role") == "check")
+        assert check_run.data.tags["agility.check"] == "pass"
+        assert checked.stdout.strip().splitlines()[-1].startswith("pass: models:/app.team@champion")
