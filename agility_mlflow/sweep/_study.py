@@ -151,11 +151,6 @@ def mark_worker(study: optuna.Study, trial: optuna.Trial) -> None:
     study._storage.set_trial_system_attr(trial._trial_id, PID_ATTR, os.getpid())
 
 
-def spent_usd(study: optuna.Study) -> float:
-    """Money the study's trials have spent on model calls (cache hits cost nothing), across workers."""
-    return sum(float(t.user_attrs.get(SPENT_ATTR, 0.0)) for t in study.get_trials(deepcopy=False))
-
-
 def committed_usd(trials: Sequence[FrozenTrial], reserve_usd: float) -> float:
     """Spend known, plus the reservation of every trial that holds a place and has no spend recorded yet.
 
@@ -259,7 +254,3 @@ def refused(trial: FrozenTrial) -> bool:
 def placed(study: optuna.Study) -> int:
     """Trials that hold a place in the study's total (see :func:`claim`)."""
     return sum(holds_place(t) for t in study.get_trials(deepcopy=False))
-
-
-def finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
