@@ -21,7 +21,7 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from bench.standin_server import start_standin
+from tests.openai_server import start_standin
 from tests.helpers import GOLDEN_ROWS, REPO, run_cli, start_mlflow_server, write_csv, write_project
 
 SOURCE_ANSWERS = {row["question"]: row["answer_source_llm"] for row in GOLDEN_ROWS}
