@@ -303,13 +303,14 @@ def review_import_command(run_id: str, review_csv: str, tracking_uri: str | None
 @click.option("--name", required=True, help="Registered model name (not a prompt's name, e.g. app.fin-qa).")
 @click.option("--run-id", help="Register this run instead of the latest comparison's winner.")
 @click.option("--alias", default="champion", show_default=True, help="Alias for the model version and its prompt version.")
+@click.option("--force", is_flag=True, help="Register --run-id even though it did not pass the latest comparison.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: the config's, then MLFLOW_TRACKING_URI).")
 @_handle_errors
-def register_command(config: str, name: str, run_id: str | None, alias: str, tracking_uri: str | None) -> None:
+def register_command(config: str, name: str, run_id: str | None, alias: str, force: bool, tracking_uri: str | None) -> None:
     """Register the winner (model + prompt version + parameters) in the MLflow Model Registry."""
     from agility_mlflow.registry import register
 
-    registration = register(config, name, run_id=run_id, alias=alias, tracking_uri=tracking_uri)
+    registration = register(config, name, run_id=run_id, alias=alias, tracking_uri=tracking_uri, force=force)
     click.echo(f"{registration.alias_uri} -> version {registration.version} (run {registration.run_id}, prompt {registration.prompt_uri})")
 
 

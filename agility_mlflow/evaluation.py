@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,8 @@ logger = logging.getLogger("agility_mlflow")
 
 CONTEXT = "context"
 HUMAN_SCORE = "human_score_source_llm"
+INPUT_DIGEST = "input_digest"
+"""The ``eval_results`` column fingerprinting what a sample gave the model and the judge (see :func:`input_digest`)."""
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ def create_judge(project: Project, runner: Runner) -> Judge | None:
     if not project.judged_metrics or cfg.judge is None:
         return None
     judge = build_judge(cfg, runner)
-    judge.embedder = Embedder(cfg.judge.embeddings)
+    embeddings = cfg.judge.embeddings
+    judge.embedder = Embedder(embeddings, runner, lookup_price(embeddings.provider, embeddings.model_id, cfg.price_overrides()))
     project.metrics = [dataclasses.replace(m, judge=judge) if isinstance(m, JudgedMetric) else m for m in project.metrics]
     return judge
 
@@ -331,11 +334,42 @@ def score_samples(
         requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
         outcomes = runner.run(backend, params, requests, description=configuration.run_name)
         rows = [_score(outcome, metrics, price) for outcome in outcomes]
+    columns = input_columns(configuration)
+    for row, sample in zip(rows, samples):
+        row[INPUT_DIGEST] = input_digest(sample, columns)
     judged = [m for m in metrics if isinstance(m, JudgedMetric)]
     if judged:
         inputs = [judge_input(outcome) if outcome.generation is not None else None for outcome in outcomes]
         judge_rows(rows, inputs, judged, workers=runner.settings.concurrency)
     return outcomes, rows
+
+
+def input_columns(configuration: Configuration) -> list[str]:
+    """The dataset columns a sample's answer and scores depend on, references aside: the prompts'
+    variables (of every step, less those earlier steps produce, plus replayed steps' recorded outputs),
+    the question and the context the judge reads."""
+    steps = configuration.steps
+    variables = set(configuration.template.variables).union(*(step.template.variables for step in steps))
+    variables |= {step.replay.output for step in steps if step.replay is not None} | {"question", CONTEXT}
+    return sorted(variables - {step.variable for step in steps})
+
+
+def input_digest(sample: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """A short fingerprint of ``sample``'s values in ``columns``: equal digests, equal inputs.
+
+    ``agility check`` compares it with the registered run's to pair only samples that did not change.
+
+    Example:
+        >>> input_digest({"question": "Revenue?", "n": 1}, ["question"]) == input_digest({"question": "Revenue?"}, ["question"])
+        True
+        >>> input_digest({"question": "Revenue?"}, ["question"]) == input_digest({"question": "Revenue in 2023?"}, ["question"])
+        False
+    """
+    import hashlib
+    import json
+
+    values = {column: sample.get(column) for column in columns}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
 
 
 def judge_input(outcome: Outcome) -> JudgeInput:
@@ -597,10 +631,12 @@ def log_evaluation(project: Project, configuration: Configuration, result: Evalu
 
     model = configuration.model
     price = result.price
+    # Replayed answers were made with settings nobody recorded: log only those the config states, never defaults.
+    inference = model.params.model_dump(exclude_none=True, exclude_unset=model.provider == "replay")
     params: dict[str, Any] = {
         "provider": model.provider,
         "model_id": model.model_id,
-        **{k: v for k, v in model.params.as_dict().items() if v not in ({}, [])},
+        **{k: v for k, v in inference.items() if v not in ({}, [])},
         "dataset_digest": project.dataset.digest,
         "prompt_name": configuration.template.name,
         "pricing_source": price.source if price else "unknown",
@@ -634,7 +670,7 @@ def _log_traces(project: Project, configuration: Configuration, result: Evaluati
     for outcome, row in zip(result.outcomes, result.rows):
         generation = outcome.generation
         start, end = outcome.started_ns, outcome.ended_ns
-        if not start:  # replayed or cached: no call now, so time the trace by the recorded latency
+        if not start or configuration.model.provider == "replay":  # no call now: time the trace by the recorded latency
             start = time.time_ns()
             end = start + int(((generation.latency_s if generation else 0) or 0) * 1e9)
         scores = {f"agility.score.{name}": row[name] for name in metric_names if row.get(name) is not None}

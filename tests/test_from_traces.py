@@ -87,7 +87,7 @@ def test_agility_check_runs_on_last_weeks_traffic(tmp_path: Path) -> None:
     # so the check passes and the test is about reading the traffic, not about the model's quality.
     config = write_project(tmp_path / "project", candidates=[smol], metrics=["token_f1"], decision={"min_samples": 2, "margin": 1.0})
     runs = {s.name: s.run_id for s in run_project(config, progress=False)}
-    assert run_cli("register", str(config), "--name", "app.bot", "--run-id", runs["smol"]).returncode == 0
+    assert run_cli("register", str(config), "--name", "app.bot", "--run-id", runs["smol"], "--force").returncode == 0
 
     result = run_cli("check", "--model", "models:/app.bot@champion", "--dataset", str(golden), "--min", "token_f1=0")
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]

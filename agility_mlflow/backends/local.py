@@ -137,6 +137,36 @@ def embed(model_id: str, text: str) -> list[float]:
         return list(llm.embed(text or " ", normalize=True))
 
 
+class LocalEmbeddingBackend(Backend):
+    """Embeddings by a local model (:func:`embed`); the vector comes back as JSON in :attr:`Generation.text`,
+    so the runner caches an embedding like any answer.
+
+    Example:
+        >>> import json
+        >>> len(json.loads(LocalEmbeddingBackend("smollm2-135m-instruct").generate([{"role": "user", "content": "revenue"}], {}).text))  # doctest: +SKIP
+        576
+    """
+
+    provider = "local"
+    max_concurrency = 1
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        *,
+        sample: Mapping[str, Any] | None = None,
+    ) -> Generation:
+        import json
+
+        start = time.perf_counter()
+        vector = embed(self.model_id, messages[-1]["content"])
+        return Generation(json.dumps(vector), time.perf_counter() - start, finish_reason="embedding")
+
+    def cache_identity(self) -> Mapping[str, Any]:
+        return {"kind": "embedding"}
+
+
 class LocalBackend(Backend):
     """llama-cpp-python on a local GGUF model; streams to measure time to first token."""
 

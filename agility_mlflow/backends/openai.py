@@ -10,9 +10,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from agility_mlflow.backends._base import Backend, Generation, Message
@@ -35,18 +38,8 @@ class OpenAIBackend(Backend):
         timeout_s: float = 120.0,
     ) -> None:
         super().__init__(model_id)
-        import openai
-
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-        key = api_key or os.environ.get(api_key_env or "OPENAI_API_KEY")
-        if not key:
-            if not self.base_url:
-                raise AgilityError(
-                    f"no API key for OpenAI model '{model_id}': set {api_key_env or 'OPENAI_API_KEY'} or base_url"
-                )
-            key = "not-needed"  # local OpenAI-compatible servers accept any key
+        self.base_url, self._client = _client(model_id, base_url, api_key, api_key_env, timeout_s)
         self.stream = stream
-        self._client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=timeout_s)
 
     def generate(
         self,
@@ -55,8 +48,6 @@ class OpenAIBackend(Backend):
         *,
         sample: Mapping[str, Any] | None = None,
     ) -> Generation:
-        import openai
-
         request: dict[str, Any] = {
             "model": self.model_id,
             "messages": list(messages),
@@ -76,16 +67,8 @@ class OpenAIBackend(Backend):
         if params.get("response_schema"):
             schema = {"name": "reply", "schema": params["response_schema"]}
             request.setdefault("response_format", {"type": "json_schema", "json_schema": schema})
-        try:
+        with _provider_errors(self.model_id):
             return self._stream(request) if self.stream else self._complete(request)
-        except openai.RateLimitError as exc:
-            raise RetryableError(_message(exc), throttled=True) from exc
-        except (openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError) as exc:
-            raise RetryableError(_message(exc)) from exc
-        except openai.APIStatusError as exc:
-            if exc.status_code in (408, 409) or exc.status_code >= 500:
-                raise RetryableError(_message(exc)) from exc
-            raise ProviderError(f"{self.model_id}: {_message(exc)}") from exc
 
     def _stream(self, request: dict[str, Any]) -> Generation:
         start = time.perf_counter()
@@ -156,6 +139,100 @@ def _request_fields(extra: dict[str, Any], create: Any) -> dict[str, Any]:
     if body:
         fields["extra_body"] = {**(fields.get("extra_body") or {}), **body}
     return fields
+
+
+class OpenAIEmbeddingBackend(Backend):
+    """``/embeddings`` of an OpenAI-compatible endpoint, for the metrics that compare meanings.
+
+    The last message's text is embedded; its vector comes back as JSON in :attr:`Generation.text`,
+    so the runner caches, retries and counts an embedding like any answer.
+
+    Example:
+        >>> backend = OpenAIEmbeddingBackend("text-embedding-3-small", base_url="http://127.0.0.1:8000/v1")  # doctest: +SKIP
+        >>> json.loads(backend.generate([{"role": "user", "content": "revenue"}], {}).text)[:2]  # doctest: +SKIP
+        [0.0123, -0.0456]
+    """
+
+    provider = "openai"
+
+    def __init__(
+        self, model_id: str, *, base_url: str | None = None, api_key_env: str | None = None, timeout_s: float = 120.0
+    ) -> None:
+        super().__init__(model_id)
+        self.base_url, self._client = _client(model_id, base_url, None, api_key_env, timeout_s)
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        *,
+        sample: Mapping[str, Any] | None = None,
+    ) -> Generation:
+        start = time.perf_counter()
+        with _provider_errors(self.model_id):
+            response = self._client.embeddings.create(model=self.model_id, input=[messages[-1]["content"]])
+        usage = response.usage
+        return Generation(
+            text=json.dumps(list(response.data[0].embedding)),
+            latency_s=time.perf_counter() - start,
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=0,
+            finish_reason="embedding",
+        )
+
+    def cache_identity(self) -> Mapping[str, Any]:
+        return {"base_url": self.base_url or "https://api.openai.com/v1", "kind": "embedding"}
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _client(model_id: str, base_url: str | None, api_key: str | None, api_key_env: str | None, timeout_s: float) -> tuple[str | None, Any]:
+    """The endpoint and an SDK client with its own retries off (the runner's are the only ones)."""
+    import openai
+
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+    key = api_key or os.environ.get(api_key_env or "OPENAI_API_KEY")
+    if not key:
+        if not base_url:
+            raise AgilityError(f"no API key for OpenAI model '{model_id}': set {api_key_env or 'OPENAI_API_KEY'} or base_url")
+        key = "not-needed"  # local OpenAI-compatible servers accept any key
+    return base_url, openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
+
+
+@contextmanager
+def _provider_errors(model_id: str) -> Iterator[None]:
+    """The SDK's errors as the runner's: transient ones retryable, the others a :class:`ProviderError`."""
+    import openai
+
+    try:
+        yield
+    except openai.RateLimitError as exc:
+        raise RetryableError(_message(exc), throttled=True) from exc
+    except (openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError) as exc:
+        raise RetryableError(_message(exc)) from exc
+    except openai.APIStatusError as exc:
+        if exc.status_code in (408, 409) or exc.status_code >= 500:
+            raise RetryableError(_message(exc)) from exc
+        raise ProviderError(f"{model_id}: {_message(exc)}") from exc
+    except _transport_errors() as exc:
+        # Raised while reading a streamed body, after the SDK handed the response over: a reset or a
+        # read error mid-answer is as transient as one before it.
+        raise RetryableError(f"the connection broke mid-answer ({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Socket errors and the transport errors of the HTTP library the SDK loaded (``httpx``, or ``httpx2`` in newer SDKs).
+
+    Only modules already imported are looked at: importing one here, from a worker thread, could
+    race another thread's import of it.
+    """
+    errors: list[type[BaseException]] = [ConnectionError]
+    for name in ("httpx", "httpx2"):
+        error = getattr(sys.modules.get(name), "TransportError", None)
+        if isinstance(error, type) and issubclass(error, BaseException):
+            errors.append(error)
+    return tuple(errors)
 
 
 def _message(exc: Exception) -> str:

@@ -28,6 +28,7 @@ from agility_mlflow.compare._decision import (
     metric_direction,
     pick_winner,
     rank,
+    stale_verdict,
 )
 from agility_mlflow.compare._plots import pareto_front
 from agility_mlflow.compare._query import RESULTS_ARTIFACT, candidate_runs, iter_runs, latest_source_run, load_results, read_results
@@ -81,5 +82,6 @@ __all__ = [
     "rank",
     "read_results",
     "required_samples",
+    "stale_verdict",
     "wilson_interval",
 ]

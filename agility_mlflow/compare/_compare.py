@@ -10,6 +10,7 @@ from typing import Any
 
 from agility_mlflow.compare import _query
 from agility_mlflow.compare._decision import (
+    DATASET_DIGEST,
     LOWER_IS_BETTER_RUN_METRICS,
     QUALITY,
     Verdict,
@@ -17,6 +18,7 @@ from agility_mlflow.compare._decision import (
     decide,
     metric_direction,
     rank,
+    stale_verdict,
 )
 from agility_mlflow.compare._report import build_report
 from agility_mlflow.compare._result import Comparison
@@ -42,7 +44,9 @@ def compare(
     """Decide every candidate against the source, pick the winner, and write and log the report.
 
     Reads the experiment's latest FINISHED source run and its FINISHED candidate and trial runs
-    (``decision.roles``) from the tracking server, best first by the first primary metric. Runs that
+    (``decision.roles``) from the tracking server, best first by the first primary metric. Runs scored
+    on another golden dataset than the source run (``dataset_digest``) are ``stale``: listed, never
+    decided, never the winner. Runs that
     break a cost, latency or error limit fail on their run metrics alone; the best
     ``decision.max_runs`` of the others are decided on their per-sample results. The report goes to
     ``output`` and to a new run tagged ``agility.role = comparison`` (with ``agility.winner``).
@@ -92,6 +96,10 @@ def compare(
     runs = _latest_per_candidate(_without_optimization_trials(runs))
     if not runs:
         raise InputError(f"{cfg.path.name}: experiment '{cfg.experiment}' has no FINISHED {' or '.join(decision.roles)} runs to compare")
+    # Pairing is by sample id: a run scored on another version of the golden set is listed, never decided.
+    stale_verdicts = [verdict for run in runs if (verdict := stale_verdict(source, run)) is not None]
+    stale_ids = {verdict.run.run_id for verdict in stale_verdicts}
+    runs = [run for run in runs if run.run_id not in stale_ids]
 
     # Limits need only run metrics: a run that breaks one fails without downloading its samples.
     within = [all(check.passed for check in check_limits(source, run, decision)) for run in runs]
@@ -111,8 +119,8 @@ def compare(
     ranked = rank(verdicts, tie_break=decision.tie_break, primary_metric=primary[0])
     winner = ranked[0] if ranked and ranked[0].passed else None
     comparison = Comparison(
-        cfg.experiment, source, ranked, winner, metrics, primary, decision, not_decided, _questions(cfg),
-        output_dir=Path(output if output is not None else DEFAULT_OUTPUT), analyses=analyses,
+        cfg.experiment, source, ranked, winner, metrics, primary, decision, not_decided, _questions(cfg, source),
+        output_dir=Path(output if output is not None else DEFAULT_OUTPUT), analyses=analyses, stale=stale_verdicts,
     )
     _log_comparison(comparison, experiment_id, parent_run_id)
     return comparison
@@ -209,11 +217,21 @@ def _unreadable(source: RunRecord, run: RunRecord, cfg: Config) -> Verdict:
     return Verdict(run, "fail", reasons, (), limits)
 
 
-def _questions(cfg: Config) -> dict[str, str]:
-    """Sample id to question from the golden dataset, for the report's worst samples."""
+def _questions(cfg: Config, source: RunRecord) -> dict[str, str]:
+    """Sample id to question from the golden dataset, for the report's worst samples.
+
+    None when the config's dataset is no longer the one the source run scored: its questions may differ.
+    """
     from agility_mlflow.dataset import load_dataset
 
     dataset = load_dataset(cfg.resolve(cfg.dataset.path), cfg.dataset.columns)
+    recorded = source.params.get(DATASET_DIGEST)
+    if recorded is not None and recorded != dataset.digest:
+        logger.warning(
+            "compare: %s (digest %s) changed since the source run (dataset %s): its questions are left out of the report",
+            dataset.path.name, dataset.digest, recorded,
+        )
+        return {}
     return {str(row["sample_id"]): str(row["question"]) for row in dataset.rows if row.get("question") is not None}
 
 
@@ -269,6 +287,7 @@ def _metrics(comparison: Comparison) -> dict[str, float]:
         "n_fail": float(counts["fail"]),
         "n_insufficient": float(counts["insufficient"]),
         "n_not_decided": float(len(comparison.not_decided)),
+        "n_stale": float(len(comparison.stale)),
     }
     if comparison.winner:
         for c in comparison.winner.comparisons:

@@ -26,7 +26,7 @@ from agility_mlflow.compare import _stats
 from agility_mlflow.compare._runs import RunRecord
 from agility_mlflow.config import DecisionConfig
 
-Outcome = Literal["pass", "fail", "insufficient"]
+Outcome = Literal["pass", "fail", "insufficient", "stale"]
 QUALITY = "quality"
 """The ``tie_break`` key for the first primary metric."""
 
@@ -45,7 +45,9 @@ LOWER_IS_BETTER_RUN_METRICS = frozenset(
         "n_errors",
     }
 )
-_OUTCOME_ORDER = {"pass": 0, "insufficient": 1, "fail": 2}
+_OUTCOME_ORDER = {"pass": 0, "insufficient": 1, "fail": 2, "stale": 3}
+DATASET_DIGEST = "dataset_digest"
+"""The run param holding the golden dataset's digest: runs on different digests are never paired."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ class MetricComparison:
         p_value: McNemar's two-sided exact p-value (0/1 metrics only).
         sd_difference: Standard deviation of the per-sample differences.
         needed_samples: Paired samples needed to decide, when too few were available.
-        outcome: ``pass``, ``fail`` or ``insufficient``.
+        outcome: ``pass``, ``fail`` or ``insufficient``; ``None`` for a reported-only metric, which
+            decides nothing and so gets no verdict.
     """
 
     metric: str
@@ -82,16 +85,18 @@ class MetricComparison:
     p_value: float | None
     sd_difference: float | None
     needed_samples: int | None
-    outcome: Outcome
+    outcome: Outcome | None
     min_samples: int = 0
 
     @property
     def reason(self) -> str:
         """One line, e.g. ``token_f1 -0.010 [-0.040, 0.020] within margin 0.05``."""
         if self.difference is None:
-            return f"{self.metric}: no paired samples; need ~{self.needed_samples}"
+            return f"{self.metric}: no paired samples" + (f"; need ~{self.needed_samples}" if self.needed_samples else "")
         text = f"{self.metric} {self.difference:+.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}]"
-        if self.n_paired < self.min_samples:
+        if self.outcome is None:
+            text += f" on {self.n_paired} paired samples (reported only)"
+        elif self.n_paired < self.min_samples and self.outcome != "fail":
             text += f" on only {self.n_paired} paired samples (minimum {self.min_samples}): need ~{self.needed_samples}"
         elif self.outcome == "pass":
             text += f" within margin {self.margin:g}"
@@ -138,7 +143,8 @@ class Verdict:
 
     Attributes:
         run: The candidate run.
-        outcome: ``pass``, ``fail`` or ``insufficient`` (too few paired samples to decide).
+        outcome: ``pass``, ``fail``, ``insufficient`` (too few paired samples to decide) or
+            ``stale`` (scored on another golden dataset than the source run: not decided).
         reasons: Human-readable reasons, primary metrics first, then cost, latency and errors.
         comparisons: Every compared quality metric (primary and reported-only).
         limits: The cost, latency and error checks.
@@ -196,11 +202,15 @@ def compare_metric(
     Samples in only one run are left out. The rule, for the difference candidate - source (the
     mirror image when lower is better):
 
+    - the whole interval below ``-margin``: ``fail``, whatever the number of pairs (no amount of
+      data can rescue a loss the interval already shows);
     - fewer than ``decision.min_samples`` pairs: ``insufficient``;
     - the interval's lower bound above ``-margin``: ``pass``;
     - the estimate itself at or below ``-margin``: ``fail``;
     - otherwise the interval crosses the margin: ``insufficient`` when more samples could decide it
       (the number needed is above the pairs at hand), else ``fail``.
+
+    A reported-only metric (``primary=False``) gets the same numbers but no outcome.
 
     The number needed is the power formula (:func:`~agility_mlflow.compare.required_samples`, the
     observed loss taken as the true one); for a 0/1 metric, at least the samples at which its
@@ -224,6 +234,9 @@ def compare_metric(
         >>> c = compare_metric(same, same, "exact_match", decision=DecisionConfig())
         >>> c.outcome, c.needed_samples
         ('insufficient', 38)
+        >>> loss = compare_metric(same, {k: 0.0 for k in same}, "exact_match", decision=DecisionConfig(min_samples=100))
+        >>> loss.outcome, loss.needed_samples  # 30 pairs are fewer than 100, but the interval already shows the loss
+        ('fail', None)
     """
     margin = decision.margins.get(metric, decision.margin)
     _, src, cand = _stats.paired_values(source, candidate)
@@ -233,7 +246,7 @@ def compare_metric(
     if n == 0:
         return MetricComparison(
             metric, primary, higher_is_better, method, 0, None, None, None, None, None, margin, None, None,
-            decision.min_samples, "insufficient", decision.min_samples,
+            decision.min_samples if primary else None, "insufficient" if primary else None, decision.min_samples,
         )
     differences = cand - src
     difference = float(differences.mean())
@@ -254,8 +267,13 @@ def compare_metric(
     # In the metric's better direction: positive when the candidate is better.
     gain = difference if higher_is_better else -difference
     needed = None
-    if n < decision.min_samples:
-        outcome: Outcome = "insufficient"
+    # The interval of the gain, in the metric's better direction.
+    gain_high = high if higher_is_better else -low
+    outcome: Outcome | None
+    if gain_high < -margin:
+        outcome = "fail"
+    elif n < decision.min_samples:
+        outcome = "insufficient"
         expected = gain if -margin < gain < 0 else 0.0
         needed = max(decision.min_samples, _needed(sd, margin, expected, decision, counts, higher_is_better) or 0)
     elif _stats.non_inferior(low, high, margin, higher_is_better=higher_is_better):
@@ -267,6 +285,8 @@ def compare_metric(
         outcome = "insufficient" if needed is not None and needed > n else "fail"
         if outcome == "fail":
             needed = None
+    if not primary:
+        outcome, needed = None, None
     return MetricComparison(
         metric, primary, higher_is_better, method, n, float(src.mean()), float(cand.mean()), difference,
         low, high, margin, p_value, sd, needed, outcome, decision.min_samples,
@@ -408,6 +428,27 @@ def decide(
         candidate, outcome, tuple(c.reason for c in deciding) + limit_reasons, comparisons, limits,
         needed if outcome == "insufficient" else None,
     )
+
+
+def stale_verdict(source: RunRecord, candidate: RunRecord) -> Verdict | None:
+    """A ``stale`` verdict when ``candidate`` was scored on another dataset than ``source``, else ``None``.
+
+    Runs are paired by sample id, so runs on two versions of the golden set (a corrected reference, a
+    changed question) would be compared on different data: such a run is listed, never decided. A run
+    that records no digest while the other does counts as another dataset.
+
+    Example:
+        >>> source = RunRecord("s", "source", "source", params={"dataset_digest": "a1"})
+        >>> stale_verdict(source, RunRecord("c", "c/qa", "candidate", params={"dataset_digest": "b2"})).reasons
+        ('scored on dataset b2, the source run on a1: re-run it on the current dataset to compare it',)
+        >>> stale_verdict(source, RunRecord("d", "d/qa", "candidate", params={"dataset_digest": "a1"})) is None
+        True
+    """
+    theirs, ours = candidate.params.get(DATASET_DIGEST), source.params.get(DATASET_DIGEST)
+    if theirs == ours:
+        return None
+    reason = f"scored on dataset {theirs or '(no digest recorded)'}, the source run on {ours or '(no digest recorded)'}"
+    return Verdict(candidate, "stale", (f"{reason}: re-run it on the current dataset to compare it",))
 
 
 def rank(verdicts: Sequence[Verdict], *, tie_break: Sequence[str], primary_metric: str) -> list[Verdict]:

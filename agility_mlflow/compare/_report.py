@@ -107,6 +107,10 @@ def _summary(comparison: Comparison) -> list[str]:
         f"{d.bootstrap_resamples} resamples, seed {d.seed}); margins: {margins}; at least {d.min_samples} paired samples; "
         f"errors <= {d.max_error_rate:.0%}" + ("; " + "; ".join(limits) if limits else "") + ".",
     ]
+    if comparison.stale:
+        lines.append(
+            f"{len(comparison.stale)} runs scored on another dataset than the source run are stale: listed, not decided."
+        )
     if comparison.not_decided:
         lines.append(
             f"{len(comparison.not_decided)} more runs ranked below the best {d.max_runs} by {comparison.primary[0]} were not decided."
@@ -119,7 +123,7 @@ def _summary(comparison: Comparison) -> list[str]:
 def _verdict_table(comparison: Comparison) -> Table:
     rows = tuple(
         (v.run.name, v.run.role, v.outcome + (" (winner)" if v is comparison.winner else ""), "; ".join(v.reasons), v.run.run_id)
-        for v in comparison.verdicts
+        for v in [*comparison.verdicts, *comparison.stale]
     )
     return Table("Verdicts", ("Run", "Role", "Verdict", "Reasons", "Run id"), rows)
 
@@ -156,11 +160,12 @@ def _difference_table(comparison: Comparison) -> Table:
             if c is None or c.difference is None:
                 cells.append("-")
             else:
-                cells.append(f"{c.difference:+.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}] n={c.n_paired} {c.outcome}")
+                label = f" {c.outcome}" if c.outcome is not None else ""  # reported-only metrics decide nothing
+                cells.append(f"{c.difference:+.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}] n={c.n_paired}{label}")
         rows.append((verdict.run.name, *cells))
     note = (
         f"Candidate - source on the samples both answered, {comparison.decision.confidence:.0%} interval, n paired samples, "
-        "and the metric's outcome against its margin."
+        "and, for a primary metric, its outcome against its margin."
     )
     return Table("Difference to the source", header, tuple(rows), note)
 

@@ -25,6 +25,7 @@ class Comparison:
         primary: The metrics that decide.
         decision: The ``decision:`` settings applied.
         not_decided: Runs ranked below the ``decision.max_runs`` best by the first primary metric.
+        stale: ``stale`` verdicts of runs scored on another dataset than the source run: not decided.
         questions: Sample id to question, for the report's worst samples.
         run_id: The comparison run (``agility.role = comparison``), once logged.
         output_dir: Where ``report.html`` and ``report.md`` were written.
@@ -44,10 +45,11 @@ class Comparison:
     output_dir: Path | None = None
     analyses: Mapping[str, Any] = field(default_factory=dict)
     """Run id to its offline :class:`~agility_mlflow.analysis.RunAnalysis` (drift, categories, slices)."""
+    stale: list[Verdict] = field(default_factory=list)
 
     def verdict(self, name_or_run_id: str) -> Verdict:
         """The verdict of the run with this name or id."""
-        for verdict in self.verdicts:
+        for verdict in [*self.verdicts, *self.stale]:
             if name_or_run_id in (verdict.run.name, verdict.run.run_id):
                 return verdict
         raise KeyError(name_or_run_id)
@@ -69,9 +71,9 @@ class Comparison:
 
     def table(self) -> str:
         """The verdicts as terminal text: one line per candidate, then the winner."""
-        width = max([len(v.run.name) for v in self.verdicts] + [len("run")])
+        width = max([len(v.run.name) for v in [*self.verdicts, *self.stale]] + [len("run")])
         lines = [f"source: {self.source.name} (run {self.source.run_id})", f"{'verdict':<13} {'run':<{width}}  reasons"]
-        for verdict in self.verdicts:
+        for verdict in [*self.verdicts, *self.stale]:
             lines.append(f"{verdict.outcome:<13} {verdict.run.name:<{width}}  {'; '.join(verdict.reasons)}")
         if self.not_decided:
             lines.append(
@@ -82,7 +84,7 @@ class Comparison:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (the comparison run's ``verdicts.json``)."""
+        """A JSON-ready summary (the comparison run's ``verdicts.json``); stale runs close the verdicts list."""
         return {
             "experiment": self.experiment,
             "source": {"run_id": self.source.run_id, "name": self.source.name},
@@ -90,7 +92,7 @@ class Comparison:
             "metrics": self.metrics,
             "primary": self.primary,
             "decision": self.decision.model_dump(mode="json"),
-            "verdicts": [self._verdict_dict(v) for v in self.verdicts],
+            "verdicts": [self._verdict_dict(v) for v in [*self.verdicts, *self.stale]],
             "not_decided": [r.run_id for r in self.not_decided],
         }
 

@@ -2,8 +2,10 @@
 
 Two methods: ``metaprompt`` (an LLM, any backend, rewrites the template in the target model's
 conventions) and ``bedrock`` (Amazon Bedrock prompt optimization). Either way every placeholder of the
-source survives, in any format (an ``fstring`` prompt is migrated in its registry form, ``{{variable}}``): renamed placeholders are put back, and a result that loses or invents one is
-rejected, never registered. The system message, if any, is kept as it is.
+rewritten user text survives, in any format (an ``fstring`` prompt is migrated in its registry form,
+``{{variable}}``): renamed placeholders are put back, and a result that loses or invents one is rejected,
+never registered. The system message, if any, is kept as it is, placeholders included, so the user text
+is checked against its own placeholders only.
 
 Example:
     >>> result = migrate_prompt("projects/financial-qa/agility.yaml", "fin-qa", "bedrock",
@@ -67,7 +69,8 @@ def migrate_prompt(
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     # Rewritten in the form the registry holds (fstring as {{variable}}), so source and migrated versions compare.
     source = project.templates[prompt].registry_form()
-    variables = sorted(source.variables)
+    # Only the user text is rewritten: the system message keeps its own placeholders untouched.
+    variables = sorted(Template.from_text(source.name, source.user, origin=source.origin, format=source.format).variables)
     if method == "metaprompt":
         backend = backend or _backend(project.config, via or DEFAULT_VIA)
         from agility_mlflow.runner import Request, Runner

@@ -3,8 +3,8 @@
 It fails when a ``--min METRIC=VALUE`` threshold is not met, when more samples fail than the
 registered error limit allows, or when a registered score can no longer be shown non-inferior: the
 bootstrap interval of the per-sample difference to the registered run (pair by pair on the samples
-it also answered, against its mean on new ones) must stay within the margin recorded at
-registration, as ``agility compare`` requires of a candidate.
+it also answered and that did not change since, against its mean on new and changed ones) must stay
+within the margin recorded at registration, as ``agility compare`` requires of a candidate.
 """
 
 from __future__ import annotations
@@ -111,6 +111,37 @@ def parse_minimums(pairs: Sequence[str]) -> dict[str, float]:
     return minimums
 
 
+def changed_samples(rows: Sequence[Mapping[str, Any]], registered: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Ids of samples in both ``eval_results`` tables whose reference or inputs (``input_digest``) differ.
+
+    A registered run logged before inputs were fingerprinted has no ``input_digest``: its references
+    are still compared.
+
+    Example:
+        >>> before = [{"sample_id": "a", "reference": "42", "input_digest": "d1"}, {"sample_id": "b", "reference": "7", "input_digest": "d2"},
+        ...           {"sample_id": "c", "reference": "1", "input_digest": "d3"}]
+        >>> now = [{"sample_id": "a", "reference": "42", "input_digest": "d1"}, {"sample_id": "b", "reference": "8", "input_digest": "d2"},
+        ...        {"sample_id": "c", "reference": "1", "input_digest": "d9"}, {"sample_id": "d", "reference": "0", "input_digest": "d4"}]
+        >>> sorted(changed_samples(now, before))
+        ['b', 'c']
+    """
+    from agility_mlflow.evaluation import INPUT_DIGEST
+
+    def fingerprint(row: Mapping[str, Any], column: str) -> str:
+        return json.dumps(row.get(column), sort_keys=True, default=str)
+
+    before = {str(row["sample_id"]): row for row in registered}
+    changed = set()
+    for row in rows:
+        old = before.get(str(row["sample_id"]))
+        if old is None:
+            continue
+        inputs_known = old.get(INPUT_DIGEST) is not None and row.get(INPUT_DIGEST) is not None
+        if fingerprint(row, "reference") != fingerprint(old, "reference") or (inputs_known and row[INPUT_DIGEST] != old[INPUT_DIGEST]):
+            changed.add(str(row["sample_id"]))
+    return changed
+
+
 def judge(
     rows: Sequence[Mapping[str, Any]],
     metrics: Mapping[str, float],
@@ -120,13 +151,16 @@ def judge(
 ) -> tuple[bool, list[str]]:
     """Hold a fresh evaluation (its ``eval_results`` rows and run metrics) to the thresholds and the registered scores.
 
+    Samples whose reference or inputs changed since registration (:func:`changed_samples`) are not
+    paired with the registered run's answers: like new samples, they are held to its mean.
+
     Example:
         >>> registered = RegisteredScores("r1", {"token_f1": 0.5}, {"token_f1": 0.05},
         ...     rows=[{"sample_id": "a", "error": None, "token_f1": 0.5}, {"sample_id": "b", "error": None, "token_f1": 0.5}])
         >>> rows = [{"sample_id": "a", "error": None, "token_f1": 0.5}, {"sample_id": "b", "error": None, "token_f1": 0.1},
         ...         {"sample_id": "c", "error": None, "token_f1": 0.1}]
         >>> judge(rows, {"token_f1": 0.2333, "n_samples": 3.0, "n_errors": 0.0}, minimums={"token_f1": 0.2}, registered=registered)
-        (False, ['token_f1 0.2333 >= 0.2', 'token_f1 -0.267 [-0.400, 0.000] on 2 samples paired with the registered run and 1 new against its mean 0.500: outside margin 0.05'])
+        (False, ['token_f1 0.2333 >= 0.2', 'samples since registration: 2 unchanged, 0 changed (references; the registered run predates input digests, so changed inputs cannot be seen), 1 new; only unchanged ones are paired with the registered run', 'token_f1 -0.267 [-0.400, 0.000] on 2 samples paired with the registered run and 1 new or changed against its mean 0.500: outside margin 0.05'])
     """
     from agility_mlflow.compare import RunRecord, metric_direction, non_inferior, paired_bootstrap_ci
 
@@ -143,8 +177,12 @@ def judge(
         reasons.append(f"errors {errors:.0f}/{n:.0f} ({errors / n:.0%}) over limit {registered.max_error_rate:.0%}")
     fresh = RunRecord("check", "check", "check", rows=tuple(rows))
     before = RunRecord(registered.run_id, "registered", "candidate", rows=tuple(registered.rows))
+    changed = changed_samples(rows, registered.rows)
+    if registered.rows:
+        reasons.append(_dataset_line(rows, registered.rows, changed))
     for name, mean in registered.scores.items():
-        scored, old = fresh.scores(name), before.scores(name)
+        scored = fresh.scores(name)
+        old = {sample_id: value for sample_id, value in before.scores(name).items() if sample_id not in changed}
         if not scored:
             passed = False
             reasons.append(f"{name}: no scores on this dataset")
@@ -158,9 +196,9 @@ def judge(
         passed &= ok
         estimate = sum(paired + new) / len(paired + new)
         if paired:
-            against = f"{len(paired)} samples paired with the registered run" + (f" and {len(new)} new against its mean {mean:.3f}" if new else "")
+            against = f"{len(paired)} samples paired with the registered run" + (f" and {len(new)} new or changed against its mean {mean:.3f}" if new else "")
         else:
-            against = f"{len(new)} new samples against the registered mean {mean:.3f}"
+            against = f"{len(new)} new or changed samples against the registered mean {mean:.3f}"
         direction = "" if higher_is_better else " (lower is better)"
         reasons.append(f"{name} {estimate:+.3f} [{low:.3f}, {high:.3f}] on {against}: {'within' if ok else 'outside'} margin {margin:g}{direction}")
     return passed, reasons
@@ -184,6 +222,19 @@ def parse_columns(pairs: Sequence[str]) -> dict[str, str]:
             raise InputError(f"--columns '{pair}': use KEY=COLUMN, e.g. sample_id=financebench_id")
         columns[key] = column
     return columns
+
+
+def _dataset_line(rows: Sequence[Mapping[str, Any]], registered: Sequence[Mapping[str, Any]], changed: set[str]) -> str:
+    """How the checked samples relate to the registered run's, e.g. ``samples since registration: 36 unchanged, 3 changed ...``."""
+    from agility_mlflow.evaluation import INPUT_DIGEST
+
+    before = {str(row["sample_id"]) for row in registered}
+    ids = [str(row["sample_id"]) for row in rows]
+    common = sum(sample_id in before for sample_id in ids)
+    what = "inputs or references" if any(row.get(INPUT_DIGEST) is not None for row in registered) else (
+        "references; the registered run predates input digests, so changed inputs cannot be seen")
+    return (f"samples since registration: {common - len(changed)} unchanged, {len(changed)} changed ({what}), "
+            f"{len(ids) - common} new; only unchanged ones are paired with the registered run")
 
 
 def check_model(
@@ -300,6 +351,8 @@ def _evaluate_and_judge(
     try:
         with tracking.evaluation_run(experiment_id, f"check/{version.name}/v{version.version}", tags, prompt_uri=prompt_uri) as run_id:
             result = evaluate(configuration, backends[configuration.name], project.dataset, project.metrics, runner, config.price_overrides())
+            if registered.rows:
+                result.metrics["n_samples_changed"] = float(len(changed_samples(result.rows, registered.rows)))
             log_evaluation(project, configuration, result, run_id, prompt_uri)
             passed, reasons = judge(result.rows, result.metrics, minimums=minimums, registered=registered)
             tracking.set_tags(run_id, {CHECK: "pass" if passed else "fail", CHECK_REASONS: "; ".join(reasons)[:5000]})

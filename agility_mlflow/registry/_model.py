@@ -1,7 +1,8 @@
 """The registered model's code (MLflow models-from-code): a prompt, a model and its inference parameters.
 
 ``predict`` takes a DataFrame with one column per template variable and returns one answer per row,
-through the same backend ``agility run`` used. The configuration (``model_config``) holds the provider,
+through the same backend ``agility run`` used. A missing or null value is refused (a 400 when
+served), as ``agility run`` refuses it: it would otherwise reach the model as the text ``None``. The configuration (``model_config``) holds the provider,
 model id, endpoint options, the prompt text and version, and the parameters; never a key (only the
 name of the variable that holds it).
 """
@@ -33,8 +34,26 @@ class AgilityModel(PythonModel):
         inference = self.model.params.as_dict()
         missing = sorted(self.template.variables - set(model_input.columns))
         if missing:
-            raise ValueError(f"model_input lacks the template variable(s) {', '.join(missing)}")
-        return [self.backend.generate(self.template.render(row), inference).text for row in model_input.to_dict("records")]
+            raise _bad_input(f"model_input lacks the template variable(s) {', '.join(missing)}")
+        rows = model_input.to_dict("records")
+        for i, row in enumerate(rows, start=1):
+            empty = sorted(name for name in self.template.variables if _is_missing(row[name]))
+            if empty:
+                raise _bad_input(f"model_input row {i}: template variable '{empty[0]}' is null or missing (give it a value)")
+        return [self.backend.generate(self.template.render(row), inference).text for row in rows]
+
+
+def _is_missing(value: Any) -> bool:
+    """None, NaN or pandas' NA: what JSON ``null`` and an absent key become in a DataFrame."""
+    return value is None or (not isinstance(value, (str, list, dict)) and bool(pd.isna(value)))
+
+
+def _bad_input(message: str) -> Exception:
+    # An MlflowException with this code is a 400 from `mlflow models serve`, not a 500.
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 mlflow.models.set_model(AgilityModel())

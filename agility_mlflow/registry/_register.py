@@ -61,6 +61,7 @@ def register(
     run_id: str | None = None,
     alias: str = "champion",
     tracking_uri: str | None = None,
+    force: bool = False,
 ) -> Registration:
     """Register the latest comparison's winner (or ``run_id``) as a loadable pyfunc model with an alias.
 
@@ -75,10 +76,13 @@ def register(
         run_id: Register this candidate or trial run instead of the latest comparison's winner.
         alias: Alias for the model version and its prompt version.
         tracking_uri: Overrides the config's ``tracking_uri`` and ``MLFLOW_TRACKING_URI``.
+        force: Register ``run_id`` although its verdict in the latest comparison is not ``pass``
+            (``fail``, ``insufficient``, ``stale``, or not compared at all); the model version's
+            description and tags say so.
 
     Raises:
         InputError: No comparison or no winner (without ``run_id``), an unknown or unsuitable run,
-            or a model name that is taken by a prompt.
+            a run that did not pass (without ``force``), or a model name that is taken by a prompt.
 
     Example:
         >>> registration = register("projects/financial-qa/agility.yaml", "app.fin-qa")  # doctest: +SKIP
@@ -99,6 +103,11 @@ def register(
         raise InputError(f"--name '{name}' is a Prompt Registry prompt; models and prompts share names: use another (e.g. app.{name})")
     run_id, verdict = _verdict(client, experiment_id, cfg, run_id)
     run = _run(client, run_id, experiment_id, cfg)
+    if verdict["outcome"] != "pass":
+        if not force:
+            raise InputError(f"--run-id {run_id}: {_did_not_pass(verdict)}; pass --force to register it anyway")
+        logger.warning("registering run %s although %s (--force)", run_id, _did_not_pass(verdict))
+        verdict["forced"] = "true"
     prompt_uri = run.data.tags[tracking.PROMPT]
     model_config = _model_config(cfg, run, prompt_uri)
     metric_names = [m for m in cfg.metrics if m in run.data.metrics]
@@ -119,6 +128,7 @@ def register(
     description = (
         f"{run.info.run_name} ({model_config['model']['provider']}:{model_config['model']['model_id']}, {prompt_uri}) "
         f"from run {run_id}; verdict: {verdict['outcome']}" + (f": {verdict['reasons']}" if verdict.get("reasons") else "")
+        + ("; registered with --force although it did not pass" if force and verdict["outcome"] != "pass" else "")
     )
     with tracking.evaluation_run(experiment_id, f"register/{name}", {tracking.ROLE: "registration", REGISTERED_FROM: run_id},
                                  prompt_uri=prompt_uri) as registration_run:
@@ -153,6 +163,13 @@ def _verdict(client: Any, experiment_id: str, cfg: Config, run_id: str | None) -
     return run_id, verdict
 
 
+def _did_not_pass(verdict: Mapping[str, str]) -> str:
+    """Why a verdict is not a pass, in a few words, e.g. ``its verdict is 'fail' in comparison 5c1f``."""
+    if verdict["outcome"] == "not compared":
+        return "it has no verdict (not decided by the latest comparison)"
+    return f"its verdict is '{verdict['outcome']}' in comparison {verdict['comparison_run']}"
+
+
 def _judge_config(cfg: Config) -> dict[str, Any]:
     """The judge section as ``agility check`` needs it: no key, the style guide as text rather than a path."""
     from agility_mlflow.evaluation import judge_style_guide
@@ -166,8 +183,10 @@ def _judge_config(cfg: Config) -> dict[str, Any]:
 def _artifact_json(client: Any, run_id: str, path: str) -> Any:
     import tempfile
 
+    from agility_mlflow.compare._query import _quiet_downloads
+
     try:
-        with tempfile.TemporaryDirectory() as scratch:
+        with _quiet_downloads(), tempfile.TemporaryDirectory() as scratch:
             return json.loads(Path(client.download_artifacts(run_id, path, scratch)).read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - the verdict text is a nicety; the winner tag is what counts
         logger.warning("run %s: %s unreadable; registering without the verdict text", run_id, path)

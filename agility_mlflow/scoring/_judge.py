@@ -83,6 +83,8 @@ class JudgeUsage:
 
 
 current_usage: contextvars.ContextVar[JudgeUsage | None] = contextvars.ContextVar("agility_judge_usage", default=None)
+current_sample: contextvars.ContextVar[Any] = contextvars.ContextVar("agility_judge_sample", default=None)
+"""The :class:`~agility_mlflow.scoring.JudgeInput` being scored, so a reply that copies the prompt's own text is told from one quoting the sample."""
 
 
 class Judge:
@@ -122,6 +124,10 @@ class Judge:
             usage.add(outcome.generation, self.price, outcome.cached)
         return outcome.generation.text
 
+    def _own_texts(self) -> list[str]:
+        """The user's own words in the judge's prompts (criteria, style guide): a judge may repeat them."""
+        return [text for text in (self.config.criteria, *self.config.geval.values(), self.style_guide) if text]
+
     def structured(
         self,
         messages: Sequence[Message],
@@ -132,14 +138,20 @@ class Judge:
 
         A malformed reply is shown back to the judge with the parse error, so the retry is a new
         request (never the same cached bad answer); after ``max_attempts`` replies a
-        :class:`JudgeReplyError` names the last problem.
+        :class:`JudgeReplyError` names the last problem. A reply that repeats the metric's own
+        instructions or example text instead of judging (:func:`echoed_prompt_text`) is malformed too.
         """
         conversation = [dict(m) for m in messages]
+        prompt = "\n".join(str(m.get("content", "")) for m in messages)
+        sample = current_sample.get()
         problem = ""
         for _ in range(self.config.max_attempts):
             reply = self.complete(conversation, schema=schema)
             try:
-                return validate(parse_json(reply))
+                value = parse_json(reply)
+                if sample is not None and (echo := echoed_prompt_text(value, prompt, [*_sample_texts(sample), *self._own_texts()])):
+                    raise ValueError(f"it repeats the instructions' example text {echo!r} instead of judging")
+                return validate(value)
             except (ValueError, TypeError, KeyError) as exc:
                 problem = str(exc).splitlines()[0]
                 usage = current_usage.get()
@@ -151,6 +163,58 @@ class Judge:
                     {"role": "user", "content": f"That reply was not usable ({problem}). Reply with only the JSON object."},
                 ]
         raise JudgeReplyError(f"judge {self.name} gave no usable reply in {self.config.max_attempts} attempts: {problem}")
+
+
+_PLACEHOLDER = re.compile(r"<[A-Za-z_][\w ]{0,40}>")
+_MIN_ECHO_WORDS = 4
+
+
+def echoed_prompt_text(reply: Any, prompt: str, sample_texts: Sequence[str]) -> str | None:
+    """A text of the judge's reply that comes from the prompt's instructions rather than the sample; ``None`` if none.
+
+    A small judge sometimes copies a metric's example (DeepEval's ``"your concise and informative
+    reason here"``, an ``<one or two sentences>`` placeholder) with the example's score: that is no
+    judgement. Caught: a reply string of at least four words found verbatim in the prompt but not in
+    the sample's own texts (a statement quoted from the answer is fine), and a ``<placeholder>`` of
+    the prompt left in the reply.
+
+    Example:
+        >>> prompt = 'Example JSON: {"score": 0, "reason": "your concise and informative reason here"}\\nAnswer: Revenue was $1,577 million.'
+        >>> echoed_prompt_text({"score": 0, "reason": "your concise and informative reason here"}, prompt, ["Revenue was $1,577 million."])
+        'your concise and informative reason here'
+        >>> echoed_prompt_text({"statements": ["Revenue was $1,577 million."]}, prompt, ["Revenue was $1,577 million."]) is None
+        True
+        >>> echoed_prompt_text({"reasoning": "<one or two sentences>", "score": 1}, 'reply {"reasoning": "<one or two sentences>"}', [])
+        '<one or two sentences>'
+    """
+    # Compared without case and spacing: "Your concise and informative reason here." is the same echo.
+    flat_prompt = " ".join(prompt.lower().split())
+    own = " ".join(" ".join(text.lower().split()) for text in sample_texts)
+    for text in _strings(reply):
+        flat = " ".join(text.lower().split()).rstrip(".")
+        if len(flat.split()) >= _MIN_ECHO_WORDS and flat in flat_prompt and flat not in own:
+            return flat
+        for placeholder in _PLACEHOLDER.findall(flat):
+            # A tag the prompt wraps the sample in (<question>...</question>) may be named; a bare placeholder may not.
+            if placeholder in flat_prompt and placeholder not in own and "</" + placeholder[1:] not in flat_prompt:
+                return flat
+    return None
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def _sample_texts(sample: Any) -> list[str]:
+    """The texts of one sample the judge may rightly quote: question, answer, references, contexts, the row's values."""
+    values = [sample.question, sample.answer, *sample.references, *sample.contexts, *sample.sample.values()]
+    return [str(value) for value in values if value is not None]
 
 
 MAX_STRING = 400

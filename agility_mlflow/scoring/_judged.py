@@ -97,7 +97,7 @@ def judge_rows(
     the metric columns and :data:`JUDGE_COLUMNS` (what judging that sample took). Each metric
     must have its ``judge`` bound.
     """
-    from agility_mlflow.scoring._judge import JudgeUsage, current_usage
+    from agility_mlflow.scoring._judge import JudgeUsage, current_sample, current_usage
 
     if not metrics:
         return
@@ -122,6 +122,7 @@ def judge_rows(
             error = "no context for this sample"
         else:
             token = current_usage.set(usages[i])
+            sample_token = current_sample.set(item)
             try:
                 result = metric.score(item, metric.judge)
                 value, reasoning = result.value, result.reasoning
@@ -130,6 +131,7 @@ def judge_rows(
             except Exception as exc:  # one sample's bad judgement must not sink the run: recorded, not dropped
                 error = str(exc) if isinstance(exc, AgilityError) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             finally:
+                current_sample.reset(sample_token)
                 current_usage.reset(token)
         rows[i][metric.name] = value
         rows[i][f"{metric.name}_reasoning"] = reasoning

@@ -174,3 +174,42 @@ def test_winner_by_tie_break_and_none_when_nothing_passes() -> None:
     assert [v.run.name for v in rank(verdicts, tie_break=order, primary_metric="token_f1")] == ["b", "a", "c", "e", "d"]
     assert pick_winner(verdicts, tie_break=["latency_p95_s"], primary_metric="token_f1").run.name == "c"
     assert pick_winner(verdicts[3:], tie_break=order, primary_metric="token_f1") is None
+
+
+def test_interval_wholly_beyond_the_margin_fails_whatever_the_number_of_pairs() -> None:
+    # 12 pairs, fewer than min_samples 30: a loss the interval already shows is a fail, not "need ~N".
+    source = SOURCE_F1[:12]
+    worse = [s - 0.3 + (0.05 if i % 2 else -0.05) for i, s in enumerate(source)]
+    result = compare_metric(_scores(source), _scores(worse), "token_f1", decision=DecisionConfig())
+    assert result.n_paired == 12 and result.ci_high < -0.05
+    assert (result.outcome, result.needed_samples) == ("fail", None)
+    assert result.reason == f"token_f1 {result.difference:+.3f} [{result.ci_low:.3f}, {result.ci_high:.3f}] outside margin 0.05"
+    # Mirrored for a lower-is-better metric: a wholly longer answer length fails on 12 pairs too.
+    longer = compare_metric(_scores([10.0] * 12), _scores([14.0] * 12), "answer_length",
+                            decision=DecisionConfig(margins={"answer_length": 2.0}), higher_is_better=False)
+    assert (longer.outcome, longer.needed_samples) == ("fail", None)
+    # An interval that crosses the margin on too few pairs is still insufficient, with the need.
+    crossing = compare_metric(_scores(source), _scores([s - 0.04 + (0.2 if i % 2 else -0.2) for i, s in enumerate(source)]),
+                              "token_f1", decision=DecisionConfig())
+    assert crossing.ci_low < -0.05 < crossing.ci_high
+    assert crossing.outcome == "insufficient" and crossing.needed_samples > 30
+
+
+def test_reported_only_metric_gets_numbers_but_no_verdict_label() -> None:
+    from agility_mlflow.compare import Comparison, build_report
+
+    def run(name: str, f1: list[float], em: list[float]) -> RunRecord:
+        rows = tuple({"sample_id": i, "error": None, "token_f1": f, "exact_match": e} for i, f, e in zip(_ids(40), f1, em))
+        return RunRecord(name, name, "source" if name == "source" else "candidate", metrics={"token_f1": sum(f1) / 40}, rows=rows)
+
+    source = run("source", SOURCE_F1, [1.0] * 40)
+    candidate = run("c", [s + 0.01 for s in SOURCE_F1], [0.0] * 40)  # exact_match collapses, but it only is reported
+    verdict = decide(source, candidate, metrics=["token_f1", "exact_match"], primary=["token_f1"], decision=DecisionConfig())
+    reported = verdict.comparison("exact_match")
+    assert verdict.outcome == "pass"
+    assert (reported.primary, reported.outcome, reported.needed_samples, reported.difference) == (False, None, None, -1.0)
+    assert verdict.to_dict()["comparisons"][1]["outcome"] is None
+    comparison = Comparison("e", source, [verdict], verdict, ["token_f1", "exact_match"], ["token_f1"], DecisionConfig())
+    markdown = build_report(comparison).markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| c | +0.010"))
+    assert row == f"| c | +0.010 [0.010, 0.010] n=40 pass | -1.000 [{reported.ci_low:.3f}, {reported.ci_high:.3f}] n=40 |"

@@ -140,3 +140,22 @@ def test_an_unknown_registry_prompt_is_bad_input(tmp_path: Path) -> None:
     config = write_project(tmp_path, prompts=[{"name": "qa", "template": "prompts:/never-registered/3"}])
     with pytest.raises(InputError, match=r"^prompt 'qa': cannot load prompts:/never-registered/3 from the Prompt Registry"):
         prepare(config)
+
+
+def test_a_system_message_with_a_variable_migrates_and_keeps_it(tracking: str, tmp_path: Path) -> None:
+    from tests.helpers import GOLDEN_ROWS
+
+    rows = [{**row, "company": "Acme"} for row in GOLDEN_ROWS]
+    prompt = {"name": "fin7", "template": SOURCE, "system": "You are a financial analyst at {{company}}."}
+    config = write_project(tmp_path, rows=rows, prompts=[prompt])
+    reply = "<analysis>Tagged.</analysis><rewritten_prompt><context>{{context}}</context>\n<question>{{question}}</question></rewritten_prompt>"
+    result = migrate_prompt(config, "fin7", "metaprompt", TARGET, backend=FixedRewriter(reply))
+    version = MlflowClient(tracking).get_prompt_version("fin7", result.uri.rsplit("/", 1)[1])
+    assert version.template == [
+        {"role": "system", "content": "You are a financial analyst at {{company}}."},  # kept as it is, placeholder included
+        {"role": "user", "content": "<context>{{context}}</context>\n<question>{{question}}</question>"},
+    ]
+    # The user text is still held to its own placeholders: one it did not have is invented.
+    invented = "<rewritten_prompt>{{company}}: {{context}} {{question}}</rewritten_prompt>"
+    with pytest.raises(AgilityError, match=r"invented \{\{company\}\}: not registered$"):
+        migrate_prompt(config, "fin7", "metaprompt", TARGET, backend=FixedRewriter(invented))

@@ -130,7 +130,7 @@ def test_no_secret_is_logged_anywhere(tmp_path: Path) -> None:
         experiment_id = client.get_experiment_by_name("test-migration").experiment_id
         (gpt_run,) = client.search_runs([experiment_id], "tags.`agility.role` = 'candidate' and tags.`agility.candidate` = 'gpt'")
         run_id = gpt_run.info.run_id
-        agility("register", str(config), "--name", MODEL, "--run-id", run_id)
+        agility("register", str(config), "--name", MODEL, "--run-id", run_id, "--force")
         agility("check", "--model", f"models:/{MODEL}@champion", "--dataset", str(tmp_path / "golden.csv"), "--no-cache")
         agility("review", "export", run_id, "--output", str(store / "review.csv"), "--metric", "token_f1", "--sample", "0")
         _fill_review(store / "review.csv")

@@ -28,7 +28,7 @@ def evaluated(tmp_path: Path) -> dict:
 
 def test_the_local_candidate_registers_and_loads_in_a_fresh_process(evaluated: dict) -> None:
     run_id = evaluated["runs"]["smol"]
-    result = run_cli("register", str(evaluated["config"]), "--name", "app.qa", "--run-id", run_id)
+    result = run_cli("register", str(evaluated["config"]), "--name", "app.qa", "--run-id", run_id, "--force")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith(f"models:/app.qa@champion -> version 1 (run {run_id}, prompt prompts:/qa/1)")
     client = MlflowClient()
@@ -77,7 +77,7 @@ def test_a_prompt_name_is_refused_as_a_model_name(evaluated: dict) -> None:
 
 
 def test_check_passes_on_the_same_data_and_fails_on_a_threshold_or_a_regression(evaluated: dict) -> None:
-    assert run_cli("register", str(evaluated["config"]), "--name", "app.gate", "--run-id", evaluated["runs"]["smol"]).returncode == 0
+    assert run_cli("register", str(evaluated["config"]), "--name", "app.gate", "--run-id", evaluated["runs"]["smol"], "--force").returncode == 0
     golden = str(evaluated["dir"] / "golden.csv")
     same = run_cli("check", "--model", "models:/app.gate@champion", "--dataset", golden, "--min", "token_f1=0")
     assert same.returncode == 0, same.stdout + same.stderr[-2000:]
