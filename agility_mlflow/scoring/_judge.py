@@ -169,14 +169,14 @@ _PLACEHOLDER = re.compile(r"<[A-Za-z_][\w ]{0,40}>")
 _MIN_ECHO_WORDS = 4
 
 
-def echoed_prompt_text(reply: Any, prompt: str, sample_texts: Sequence[str]) -> str | None:
+def echoed_prompt_text(reply: Any, prompt: str, own_texts: Sequence[str]) -> str | None:
     """A text of the judge's reply that comes from the prompt's instructions rather than the sample; ``None`` if none.
 
     A small judge sometimes copies a metric's example (DeepEval's ``"your concise and informative
     reason here"``, an ``<one or two sentences>`` placeholder) with the example's score: that is no
     judgement. Caught: a reply string of at least four words found verbatim in the prompt but not in
-    the sample's own texts (a statement quoted from the answer is fine), and a ``<placeholder>`` of
-    the prompt left in the reply.
+    ``own_texts`` (the sample's texts and the user's criteria: quoting them is fine), and a
+    ``<placeholder>`` of the prompt left in the reply.
 
     Example:
         >>> prompt = 'Example JSON: {"score": 0, "reason": "your concise and informative reason here"}\\nAnswer: Revenue was $1,577 million.'
@@ -189,7 +189,7 @@ def echoed_prompt_text(reply: Any, prompt: str, sample_texts: Sequence[str]) -> 
     """
     # Compared without case and spacing: "Your concise and informative reason here." is the same echo.
     flat_prompt = " ".join(prompt.lower().split())
-    own = " ".join(" ".join(text.lower().split()) for text in sample_texts)
+    own = " ".join(" ".join(text.lower().split()) for text in own_texts)
     for text in _strings(reply):
         flat = " ".join(text.lower().split()).rstrip(".")
         if len(flat.split()) >= _MIN_ECHO_WORDS and flat in flat_prompt and flat not in own:

@@ -43,7 +43,7 @@ def _register_and_check(tracking: str, tmp_path: Path, candidate: dict) -> None:
     config = write_project(tmp_path, experiment=experiment, rows=_in_schema(TEAM), dataset={"path": "golden.csv", "columns": TEAM},
                            candidates=[candidate], metrics=["token_f1", "exact_match"], source=None)
     (summary,) = [s for s in run_project(config, tracking_uri=tracking, progress=False) if s.name == "echo"]
-    registered = CliRunner().invoke(main, ["register", str(config), "--name", model, "--run-id", summary.run_id, "--tracking-uri", tracking])
+    registered = CliRunner().invoke(main, ["register", str(config), "--name", model, "--run-id", summary.run_id, "--tracking-uri", tracking, "--force"])
     assert registered.exit_code == 0, registered.stderr[-2000:]
     client = MlflowClient(tracking)
     version = client.get_model_version_by_alias(model, "champion")
