@@ -114,12 +114,13 @@ def compare(
         _unreadable(source, run, cfg) if run.rows is None else decide(source, run, metrics=metrics, primary=primary, decision=decision)
         for run in loaded
     ] + [decide(source, run, metrics=metrics, primary=primary, decision=decision) for run in over_limit]
-    analyses = _analyses(cfg, source, verdicts, slices)
+    questions = _questions(cfg, source)
+    analyses = _analyses(cfg, source, verdicts, slices, questions)
     verdicts = [_with_slices(verdict, analyses.get(verdict.run.run_id)) for verdict in verdicts]
     ranked = rank(verdicts, tie_break=decision.tie_break, primary_metric=primary[0])
     winner = ranked[0] if ranked and ranked[0].passed else None
     comparison = Comparison(
-        cfg.experiment, source, ranked, winner, metrics, primary, decision, not_decided, _questions(cfg, source),
+        cfg.experiment, source, ranked, winner, metrics, primary, decision, not_decided, questions,
         output_dir=Path(output if output is not None else DEFAULT_OUTPUT), analyses=analyses, stale=stale_verdicts,
     )
     _log_comparison(comparison, experiment_id, parent_run_id)
@@ -137,14 +138,15 @@ def _slice_values(cfg: Config) -> dict[str, dict[str, str]] | None:
     return slice_values(dataset.rows, cfg.decision.slices, where=f"{cfg.path.name}: dataset {dataset.path.name}")
 
 
-def _analyses(cfg: Config, source: RunRecord, verdicts: list[Verdict], slices: dict[str, dict[str, str]] | None) -> dict[str, Any]:
+def _analyses(
+    cfg: Config, source: RunRecord, verdicts: list[Verdict], slices: dict[str, dict[str, str]] | None, questions: dict[str, str]
+) -> dict[str, Any]:
     """The offline error analysis (drift, categories, slices) of every decided run with per-sample results, by run id.
 
     No model is called here: categories come from drift signals and clustering (``agility analyze`` asks the judge).
     """
     from agility_mlflow.analysis import analyze_run
 
-    questions = _questions(cfg)
     return {
         verdict.run.run_id: analyze_run(cfg, source, verdict.run, questions=questions, slices=slices)
         for verdict in verdicts
