@@ -50,10 +50,10 @@ def test_an_echoed_example_is_an_error_not_a_zero(tracking: str, judge_url: str,
     table = json.loads(Path(MlflowClient(tracking).download_artifacts(source.run_id, "eval_results.json", str(tmp_path))).read_text())
     rows = [dict(zip(table["columns"], row)) for row in table["data"]]
     assert {row["geval_concise"] for row in rows} == {None}
-    assert {row["geval_concise_error"] for row in rows} == {
+    assert {row["geval_concise_error"] for row in rows} == {(
         "judge openai:standin-judge gave no usable reply in 2 attempts: "
         "it repeats the instructions' example text 'your concise and informative reason here' instead of judging"
-    }
+    )}
 
 
 def test_quoting_the_sample_or_the_users_criteria_is_not_an_echo() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -21,8 +20,8 @@ from mlflow.exceptions import MlflowException
 
 from agility_mlflow.compare import compare
 from agility_mlflow.dataset import load_dataset
-from agility_mlflow.evaluation import run_project
 from agility_mlflow.errors import InputError
+from agility_mlflow.evaluation import run_project
 from agility_mlflow.registry import check_model, register
 from tests.helpers import GOLDEN_ROWS, run_cli, write_csv, write_project
 from tests.openai_standin import OpenAIStandIn
