@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+
 import pandas as pd
 
 from agility_mlflow.errors import InputError

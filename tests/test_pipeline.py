@@ -43,7 +43,7 @@ def test_replayed_and_migrated_steps_log_per_step_and_total_metrics(tmp_path: Pa
     runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("pipeline").experiment_id])}
     assert set(runs) == {"source", "smol/answer"}  # the rewrite prompt is a step, not a variant to run on its own
 
-    for name, run in runs.items():
+    for run in runs.values():
         metrics, table = run.data.metrics, _table(run.info.run_id)
         assert run.data.tags["agility.prompt"].startswith("prompts:/answer/")
         # The replayed step: the recorded outputs and latencies, exactly, and no cost (no call is made).

@@ -21,8 +21,8 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.openai_server import start_standin
 from tests.helpers import GOLDEN_ROWS, REPO, run_cli, start_mlflow_server, write_csv, write_project
+from tests.openai_server import start_standin
 
 SOURCE_ANSWERS = {row["question"]: row["answer_source_llm"] for row in GOLDEN_ROWS}
 

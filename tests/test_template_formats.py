@@ -143,21 +143,21 @@ def test_migrate_keeps_fstring_and_jinja2_placeholders(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
     from agility_mlflow.migrate import migrate_prompt
-    from tests.migrate.test_migrate import TARGET, FixedRewriter
+    from tests.migrate.test_migrate import TARGET, _rewriter
 
     jinja = "{% for c in context %}<doc>{{ c }}</doc>{% endfor %}\nQ: {{ question | trim }}"
     prompts = [{"name": "aws-fin", "template": "Context: {context}\nQuestion: {question}", "format": "fstring"},
                {"name": "jinja-fin", "template": jinja, "format": "jinja2"}]
     config = write_project(tmp_path, prompts=prompts)
     rewrite = "<rewritten_prompt><context>{$CONTEXT}</context>\n<question>{question}</question></rewritten_prompt>"
-    result = migrate_prompt(config, "aws-fin", "metaprompt", TARGET, backend=FixedRewriter(rewrite))
+    result = migrate_prompt(config, "aws-fin", "metaprompt", TARGET, backend=_rewriter(rewrite))
     assert (result.source_uri, result.uri) == ("prompts:/aws-fin/1", "prompts:/aws-fin/2")
     assert result.template == "<context>{{context}}</context>\n<question>{{question}}</question>"
     assert MlflowClient().get_prompt_version("aws-fin", 1).template == "Context: {{context}}\nQuestion: {{question}}"
 
     rewrite = "<rewritten_prompt>Documents:\n{% for c in context %}- {{ c }}\n{% endfor %}Question: {{ question | trim }}</rewritten_prompt>"
-    result = migrate_prompt(config, "jinja-fin", "metaprompt", TARGET, backend=FixedRewriter(rewrite))
+    result = migrate_prompt(config, "jinja-fin", "metaprompt", TARGET, backend=_rewriter(rewrite))
     assert MlflowClient().get_prompt_version("jinja-fin", 2).format(context=["a", "b"], question=" Q? ") == "Documents:\n- a\n- b\nQuestion: Q?"
     lost = "<rewritten_prompt>{% if context %}ctx{% endif %}</rewritten_prompt>"
     with pytest.raises(AgilityError, match=r"lost \{\{question\}\}: not registered$"):
-        migrate_prompt(config, "jinja-fin", "metaprompt", TARGET, backend=FixedRewriter(lost))
+        migrate_prompt(config, "jinja-fin", "metaprompt", TARGET, backend=_rewriter(lost))

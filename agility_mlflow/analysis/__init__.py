@@ -21,7 +21,15 @@ Example:
     1.0
 """
 
-from agility_mlflow.analysis._analyze import ANALYSIS_ARTIFACT, DEFAULT_OUTPUT, Analysis, RunAnalysis, analysis_metric, analyze, analyze_run
+from agility_mlflow.analysis._analyze import (
+    ANALYSIS_ARTIFACT,
+    DEFAULT_OUTPUT,
+    Analysis,
+    RunAnalysis,
+    analysis_metric,
+    analyze,
+    analyze_run,
+)
 from agility_mlflow.analysis._categories import (
     DEFAULT_CATEGORIES,
     Categorized,
@@ -33,7 +41,16 @@ from agility_mlflow.analysis._categories import (
     rule_category,
     taxonomy,
 )
-from agility_mlflow.analysis._drift import REFUSAL_PATTERNS, AnswerSignals, Drift, SampleDrift, answer_signals, detect_language, drift, unit_dropped
+from agility_mlflow.analysis._drift import (
+    REFUSAL_PATTERNS,
+    AnswerSignals,
+    Drift,
+    SampleDrift,
+    answer_signals,
+    detect_language,
+    drift,
+    unit_dropped,
+)
 from agility_mlflow.analysis._feedback import analysis_for, feedback_for, feedback_text
 from agility_mlflow.analysis._slices import SliceResult, holm, slice_results, slice_values, worse_slices_reason
 

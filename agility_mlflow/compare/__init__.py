@@ -31,7 +31,14 @@ from agility_mlflow.compare._decision import (
     stale_verdict,
 )
 from agility_mlflow.compare._plots import pareto_front
-from agility_mlflow.compare._query import RESULTS_ARTIFACT, candidate_runs, iter_runs, latest_source_run, load_results, read_results
+from agility_mlflow.compare._query import (
+    RESULTS_ARTIFACT,
+    candidate_runs,
+    iter_runs,
+    latest_source_run,
+    load_results,
+    read_results,
+)
 from agility_mlflow.compare._report import Report, build_report
 from agility_mlflow.compare._result import Comparison
 from agility_mlflow.compare._runs import RunRecord

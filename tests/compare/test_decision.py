@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from agility_mlflow.compare import RunRecord, Verdict, check_limits, compare_metric, decide, paired_bootstrap_ci, pick_winner, rank
+from agility_mlflow.compare import (
+    RunRecord,
+    Verdict,
+    check_limits,
+    compare_metric,
+    decide,
+    paired_bootstrap_ci,
+    pick_winner,
+    rank,
+)
 from agility_mlflow.config import DecisionConfig
 
 Z = norm.ppf(0.975) + norm.ppf(0.8)

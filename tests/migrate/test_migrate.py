@@ -149,7 +149,7 @@ def test_a_system_message_with_a_variable_migrates_and_keeps_it(tracking: str, t
     prompt = {"name": "fin7", "template": SOURCE, "system": "You are a financial analyst at {{company}}."}
     config = write_project(tmp_path, rows=rows, prompts=[prompt])
     reply = "<analysis>Tagged.</analysis><rewritten_prompt><context>{{context}}</context>\n<question>{{question}}</question></rewritten_prompt>"
-    result = migrate_prompt(config, "fin7", "metaprompt", TARGET, backend=FixedRewriter(reply))
+    result = migrate_prompt(config, "fin7", "metaprompt", TARGET, backend=_rewriter(reply))
     version = MlflowClient(tracking).get_prompt_version("fin7", result.uri.rsplit("/", 1)[1])
     assert version.template == [
         {"role": "system", "content": "You are a financial analyst at {{company}}."},  # kept as it is, placeholder included
@@ -158,4 +158,4 @@ def test_a_system_message_with_a_variable_migrates_and_keeps_it(tracking: str, t
     # The user text is still held to its own placeholders: one it did not have is invented.
     invented = "<rewritten_prompt>{{company}}: {{context}} {{question}}</rewritten_prompt>"
     with pytest.raises(AgilityError, match=r"invented \{\{company\}\}: not registered$"):
-        migrate_prompt(config, "fin7", "metaprompt", TARGET, backend=FixedRewriter(invented))
+        migrate_prompt(config, "fin7", "metaprompt", TARGET, backend=_rewriter(invented))

@@ -25,8 +25,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from agility_mlflow.sweep import _study
-from tests.openai_server import start_standin
 from tests.helpers import REPO, run_cli, write_project
+from tests.openai_server import start_standin
 
 PRICING = {"gpt-4o-mini": {"input": 2000.0, "output": 8000.0}, "gpt-4o": {"input": 100.0, "output": 400.0}}
 
