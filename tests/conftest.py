@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,12 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    # The CLI, run in-process, gives the package logger its own handler and stops propagation: undo that
+    # after each test, or later tests' caplog sees nothing.
+    package_logger = logging.getLogger("agility_mlflow")
+    saved = (package_logger.handlers[:], package_logger.level, package_logger.propagate)
     yield
+    package_logger.handlers[:], package_logger.level, package_logger.propagate = saved
     while mlflow.active_run():
         mlflow.end_run()
 
