@@ -139,7 +139,8 @@ class ModelConfig(_Strict):
         if self.prompt_caching and self.provider != "bedrock":
             raise ValueError(f"prompt_caching is for bedrock models, not {self.provider}")
         for name in sorted(set(self.params.model_fields_set) & set(PROVIDER_PARAMS)):
-            unsupported_param(self.provider, name)
+            if getattr(self.params, name) is not None:  # a null control (a dumped config's default) is no control
+                unsupported_param(self.provider, name)
         return self
 
 
