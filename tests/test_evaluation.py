@@ -35,11 +35,12 @@ def _table(client: MlflowClient, run_id: str, tmp_path: Path) -> dict:
 
 
 def test_run_logs_the_mlflow_contract(tracking: str, tmp_path: Path) -> None:
-    config = write_project(tmp_path, candidates=[LOCAL])
+    experiment = f"contract-{tmp_path.name}"  # the server is shared: other tests' runs stay out of this experiment
+    config = write_project(tmp_path, candidates=[LOCAL], experiment=experiment)
     result = run_cli("run", str(config), "--tracking-uri", tracking)
     assert result.returncode == 0, result.stderr
     client = MlflowClient(tracking)
-    runs = _runs(client)
+    runs = _runs(client, experiment)
     assert set(runs) == {"source", "local/qa"}
     assert {r.info.status for r in runs.values()} == {"FINISHED"}
     for run in runs.values():

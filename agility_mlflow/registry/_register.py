@@ -103,13 +103,14 @@ def register(
         raise InputError(f"--name '{name}' is a Prompt Registry prompt; models and prompts share names: use another (e.g. app.{name})")
     run_id, verdict = _verdict(client, experiment_id, cfg, run_id)
     run = _run(client, run_id, experiment_id, cfg)
+    # What the run can be registered as comes first: a replayed run has no model to call, whatever its verdict.
+    prompt_uri = run.data.tags[tracking.PROMPT]
+    model_config = _model_config(cfg, run, prompt_uri)
     if verdict["outcome"] != "pass":
         if not force:
             raise InputError(f"--run-id {run_id}: {_did_not_pass(verdict)}; pass --force to register it anyway")
         logger.warning("registering run %s although %s (--force)", run_id, _did_not_pass(verdict))
         verdict["forced"] = "true"
-    prompt_uri = run.data.tags[tracking.PROMPT]
-    model_config = _model_config(cfg, run, prompt_uri)
     metric_names = [m for m in cfg.metrics if m in run.data.metrics]
     decision = cfg.decision
     tags = {
