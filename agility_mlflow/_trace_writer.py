@@ -13,9 +13,9 @@ name, inputs and outputs (the request and response previews), state, timing, tok
 the run's Traces tab.
 
 Example:
-    >>> trace_id, span = sample_span(name="m/p", provider="openai", model_id="gpt-4o-mini",
+    >>> trace_id, span = sample_span(SampleCall(name="m/p", provider="openai", model_id="gpt-4o-mini",
     ...     messages=[{"role": "user", "content": "hi"}], output="hello", error=None, start_ns=0,
-    ...     end_ns=10**8, input_tokens=3, output_tokens=1, cost_usd=None, attributes={})
+    ...     end_ns=10**8, input_tokens=3, output_tokens=1, attributes={}))
     >>> trace_id.startswith("tr-"), span.trace_id == trace_id
     (True, True)
     >>> submit("sqlite:///mlflow.db", "1", run_id, trace_id, span)  # doctest: +SKIP
@@ -48,25 +48,29 @@ class _Pending:
     span: Any
 
 
-def sample_span(
-    *,
-    name: str,
-    provider: str,
-    model_id: str,
-    messages: Sequence[Mapping[str, str]],
-    output: str | None,
-    error: str | None,
-    start_ns: int,
-    end_ns: int,
-    input_tokens: int | None,
-    output_tokens: int | None,
-    cost_usd: tuple[float, float] | None,
-    attributes: Mapping[str, Any],
-) -> tuple[str, Any]:
-    """A new trace id and the one finished ``CHAT_MODEL`` span of that trace, as MLflow stores it.
+@dataclass(frozen=True)
+class SampleCall:
+    """One sample's model call, as its trace shows it: every field is known when the call has ended.
 
     ``cost_usd`` is ``(input, output)`` in USD, shown as the trace's cost; ``None`` leaves it unknown.
     """
+
+    name: str
+    provider: str
+    model_id: str
+    messages: Sequence[Mapping[str, str]]
+    output: str | None
+    error: str | None
+    start_ns: int
+    end_ns: int
+    input_tokens: int | None
+    output_tokens: int | None
+    attributes: Mapping[str, Any]
+    cost_usd: tuple[float, float] | None = None
+
+
+def sample_span(call: SampleCall) -> tuple[str, Any]:
+    """A new trace id and the one finished ``CHAT_MODEL`` span of that trace, as MLflow stores it."""
     from mlflow.entities import Span, SpanType
     from mlflow.tracing.constant import SpanAttributeKey, TraceTagKey
     from mlflow.tracing.utils import TraceJSONEncoder, build_otel_context
@@ -79,28 +83,28 @@ def sample_span(
     values: dict[str, Any] = {
         SpanAttributeKey.REQUEST_ID: trace_id,
         SpanAttributeKey.SPAN_TYPE: SpanType.CHAT_MODEL,
-        SpanAttributeKey.INPUTS: {"messages": [dict(m) for m in messages]},
-        SpanAttributeKey.OUTPUTS: output if error is None else {"error": error},
-        SpanAttributeKey.MODEL: model_id,
-        SpanAttributeKey.MODEL_PROVIDER: provider,
-        f"{SpanAttributeKey.TRACE_TAG_PREFIX}{TraceTagKey.TRACE_NAME}": name,
-        **attributes,
+        SpanAttributeKey.INPUTS: {"messages": [dict(m) for m in call.messages]},
+        SpanAttributeKey.OUTPUTS: call.output if call.error is None else {"error": call.error},
+        SpanAttributeKey.MODEL: call.model_id,
+        SpanAttributeKey.MODEL_PROVIDER: call.provider,
+        f"{SpanAttributeKey.TRACE_TAG_PREFIX}{TraceTagKey.TRACE_NAME}": call.name,
+        **call.attributes,
     }
-    if input_tokens is not None and output_tokens is not None:
+    if call.input_tokens is not None and call.output_tokens is not None:
         values[SpanAttributeKey.CHAT_USAGE] = {
-            "input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens,
+            "input_tokens": call.input_tokens, "output_tokens": call.output_tokens, "total_tokens": call.input_tokens + call.output_tokens,
         }
-    if cost_usd is not None:
-        values[SpanAttributeKey.LLM_COST] = {"input_cost": cost_usd[0], "output_cost": cost_usd[1], "total_cost": sum(cost_usd)}
+    if call.cost_usd is not None:
+        values[SpanAttributeKey.LLM_COST] = {"input_cost": call.cost_usd[0], "output_cost": call.cost_usd[1], "total_cost": sum(call.cost_usd)}
     # MLflow keeps every span attribute JSON-encoded, as its own spans do.
     encoded = {key: json.dumps(value, cls=TraceJSONEncoder, ensure_ascii=False) for key, value in values.items()}
-    status = Status(StatusCode.ERROR, error) if error is not None else Status(StatusCode.OK)
+    status = Status(StatusCode.ERROR, call.error) if call.error is not None else Status(StatusCode.OK)
     span = ReadableSpan(
-        name=name,
+        name=call.name,
         context=build_otel_context(otel_trace_id, random.getrandbits(64) or 1),
         parent=None,
-        start_time=start_ns,
-        end_time=max(end_ns, start_ns),
+        start_time=call.start_ns,
+        end_time=max(call.end_ns, call.start_ns),
         attributes=encoded,
         status=status,
         resource=Resource.get_empty(),  # Resource.create() probes the host: slow, and nothing of it is stored

@@ -674,7 +674,7 @@ def _log_traces(project: Project, configuration: Configuration, result: Evaluati
             start = time.time_ns()
             end = start + int(((generation.latency_s if generation else 0) or 0) * 1e9)
         scores = {f"agility.score.{name}": row[name] for name in metric_names if row.get(name) is not None}
-        trace_id = tracking.log_sample_trace(
+        trace_id = tracking.log_sample_trace(tracking.SampleCall(
             name=configuration.run_name,
             provider=configuration.model.provider,
             model_id=configuration.model.model_id,
@@ -687,7 +687,7 @@ def _log_traces(project: Project, configuration: Configuration, result: Evaluati
             output_tokens=generation.output_tokens if generation else None,
             attributes={"agility.sample_id": outcome.sample_id, "agility.prompt": prompt_uri, "agility.cached": outcome.cached, **scores},
             cost_usd=_cost_split(result.price, generation),
-        )
+        ))
         if generation is not None:
             assessments += [(trace_id, m.name, row[m.name], row[f"{m.name}_reasoning"], row[f"{m.name}_error"]) for m in judged]
     tracking.flush_traces()

@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from agility_mlflow._process import process_alive
+from agility_mlflow._trace_writer import SampleCall
 from agility_mlflow.config import redact
 from agility_mlflow.prompts import Template
 
@@ -421,21 +422,7 @@ def flush_traces() -> None:
     _trace_writer.flush()
 
 
-def log_sample_trace(
-    *,
-    name: str,
-    provider: str,
-    model_id: str,
-    messages: Sequence[Mapping[str, str]],
-    output: str | None,
-    error: str | None,
-    start_ns: int,
-    end_ns: int,
-    input_tokens: int | None,
-    output_tokens: int | None,
-    attributes: Mapping[str, Any],
-    cost_usd: tuple[float, float] | None = None,
-) -> str:
+def log_sample_trace(call: SampleCall) -> str:
     """One trace for one sample, timed as the call was, with token usage and cost for MLflow's views.
 
     Must be called while the sample's run is active, so the trace is linked to it. Returns the
@@ -447,10 +434,7 @@ def log_sample_trace(
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_sample_trace needs an active run")
-    trace_id, span = _trace_writer.sample_span(
-        name=name, provider=provider, model_id=model_id, messages=messages, output=output, error=error, start_ns=start_ns,
-        end_ns=end_ns, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd, attributes=attributes,
-    )
+    trace_id, span = _trace_writer.sample_span(call)
     _trace_writer.submit(mlflow.get_tracking_uri(), run.info.experiment_id, run.info.run_id, trace_id, span)
     return trace_id
 

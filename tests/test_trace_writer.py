@@ -45,11 +45,11 @@ def test_a_failed_sample_is_an_error_trace(tmp_path: Path) -> None:
     tracking.configure(f"sqlite:///{tmp_path / 'mlflow.db'}", "errors")
     with mlflow.start_run() as run:
         start = time.time_ns()
-        trace_id = tracking.log_sample_trace(
+        trace_id = tracking.log_sample_trace(tracking.SampleCall(
             name="m/p", provider="openai", model_id="m", messages=[{"role": "user", "content": "hi"}], output=None,
             error="ProviderError: timed out", start_ns=start, end_ns=start + 2_000_000, input_tokens=None, output_tokens=None,
             attributes={"agility.sample_id": "s1"},
-        )
+        ))
         tracking.flush_traces()
     trace = mlflow.get_trace(trace_id)
     assert trace.info.state.value == "ERROR" and trace.info.token_usage is None
@@ -59,8 +59,9 @@ def test_a_failed_sample_is_an_error_trace(tmp_path: Path) -> None:
 
 def test_a_write_that_fails_is_counted_and_reported_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     uri = f"sqlite:///{tmp_path / 'no-such-folder' / 'mlflow.db'}"  # a store that cannot be opened
-    spans = [_trace_writer.sample_span(name="m", provider="openai", model_id="m", messages=[], output="x", error=None, start_ns=1,
-                                       end_ns=2, input_tokens=1, output_tokens=1, cost_usd=None, attributes={}) for _ in range(3)]
+    call = _trace_writer.SampleCall(name="m", provider="openai", model_id="m", messages=[], output="x", error=None, start_ns=1,
+                                    end_ns=2, input_tokens=1, output_tokens=1, attributes={})
+    spans = [_trace_writer.sample_span(call) for _ in range(3)]
     for trace_id, span in spans:
         _trace_writer.submit(uri, "1", "no-such-run", trace_id, span)
     with caplog.at_level(logging.WARNING, logger="agility_mlflow._trace_writer"):
