@@ -77,6 +77,7 @@ class GoldenDataset:
         digest: Content digest of the file and the renames.
         renames: ``{golden_name: file_column}``.
         limit: With ``rows=None``: read at most this many rows.
+        subset_digest: For :meth:`subset`: a digest of the sample ids it keeps (``digest`` stays the file's).
         lenient: Rows whose problems were already reported are read as ``None`` instead of raising
             (the file's problems are being collected, see :func:`load_dataset`).
     """
@@ -90,11 +91,13 @@ class GoldenDataset:
         renames: Mapping[str, str] | None = None,
         *,
         limit: int | None = None,
+        subset_digest: str | None = None,
         lenient: bool = False,
     ) -> None:
         self.path = Path(path)
         self.columns = list(columns)
         self.digest = digest
+        self.subset_digest = subset_digest
         self.renames = dict(renames or {})
         self._rows = rows
         self._limit = limit
@@ -123,17 +126,22 @@ class GoldenDataset:
         return GoldenDataset(self.path, None, self.columns, self.digest, self.renames, limit=limit, lenient=self._lenient)
 
     def subset(self, sample_ids: Iterable[str]) -> GoldenDataset:
-        """The rows with these ``sample_id`` values, in file order; its digest names the subset.
+        """The rows with these ``sample_id`` values, in file order.
+
+        Its ``digest`` stays the file's: the rows are the same version of the golden set, so a run on
+        the subset (an optimization's test split) pairs by sample id with a run on the whole file, and
+        ``agility compare`` decides it on the samples both scored. ``subset_digest`` names the subset.
 
         Example:
             >>> ds = GoldenDataset(Path("g.csv"), [{"sample_id": "a"}, {"sample_id": "b"}], ["sample_id"], "d0")
-            >>> [row["sample_id"] for row in ds.subset(["b"]).rows], ds.subset(["b"]).digest != ds.digest
-            (['b'], True)
+            >>> part = ds.subset(["b"])
+            >>> [row["sample_id"] for row in part.rows], part.digest, part.subset_digest != ds.subset(["a"]).subset_digest
+            (['b'], 'd0', True)
         """
         wanted = {str(i) for i in sample_ids}
         rows = [row for row in self.rows if str(row[SAMPLE_ID]) in wanted]
-        digest = hashlib.sha256(json.dumps([self.digest, sorted(wanted)]).encode()).hexdigest()[:16]
-        return GoldenDataset(self.path, rows, self.columns, digest, self.renames)
+        subset_digest = hashlib.sha256(json.dumps([self.digest, sorted(wanted)]).encode()).hexdigest()[:16]
+        return GoldenDataset(self.path, rows, self.columns, self.digest, self.renames, subset_digest=subset_digest)
 
     def require(self, columns: Iterable[str], why: str) -> None:
         """Fail unless every row has a value in each of ``columns``; ``why`` says who needs them.

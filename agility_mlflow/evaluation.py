@@ -641,6 +641,8 @@ def log_evaluation(project: Project, configuration: Configuration, result: Evalu
         "prompt_name": configuration.template.name,
         "pricing_source": price.source if price else "unknown",
     }
+    if project.dataset.subset_digest is not None:  # which samples of the golden set (an optimization's test split)
+        params["dataset_subset_digest"] = project.dataset.subset_digest
     if price is not None:
         params["price_input_usd_per_mtok"] = price.input_per_mtok
         params["price_output_usd_per_mtok"] = price.output_per_mtok
@@ -654,7 +656,8 @@ def log_evaluation(project: Project, configuration: Configuration, result: Evalu
     tracking.log_run_data(run_id, params, result.metrics)
     tracking.log_results_table(run_id, result.rows)
     tracking.log_config(run_id, project.config.public_dict())
-    tracking.log_dataset(project.dataset.rows, str(project.dataset.path), project.dataset.path.name, project.dataset.digest)
+    tracking.log_dataset(project.dataset.rows, str(project.dataset.path), project.dataset.path.name,
+                         project.dataset.subset_digest or project.dataset.digest)
     if project.config.run.traces:
         _log_traces(project, configuration, result, prompt_uri)
 

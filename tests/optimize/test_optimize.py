@@ -83,9 +83,6 @@ def _questions(ids: list[str] | tuple[str, ...]) -> list[str]:
     return [f"revenue of unit {int(i[1:])}?" for i in ids]
 
 
-# Known failure, open in issue 16: after the trust changes landed, the final compare no longer decides the
-# optimized test-split run as this test expects; not yet tracked down.
-@pytest.mark.xfail(reason="compare after optimize decides another run since the trust changes (issue 16)", strict=False)
 def test_finds_the_instruction_from_feedback_and_test_split_is_touched_once(tracking: str, tmp_path: Path) -> None:
     from agility_mlflow.compare import compare
     from agility_mlflow.evaluation import run_project
@@ -142,8 +139,12 @@ def test_finds_the_instruction_from_feedback_and_test_split_is_touched_once(trac
     assert test_run.data.metrics["n_samples"] == len(result.split.test)
 
     # compare decides the optimized run against the source; the optimization's trials are not candidates.
-    decided = {v.run.run_id for v in compare(config, output=tmp_path / "report").verdicts}
-    assert result.test_run_id in decided and not decided & {t.info.run_id for t in trials}
+    # The test run covers the test split of the same golden set: not stale, paired with the source on those samples only.
+    comparison = compare(config, output=tmp_path / "report")
+    decided = {v.run.run_id for v in comparison.verdicts}
+    assert result.test_run_id in decided and not decided & {t.info.run_id for t in trials} and not comparison.stale
+    assert comparison.verdict(result.test_run_id).comparisons[0].n_paired == len(result.split.test)
+    assert test_run.data.params["dataset_digest"] == client.get_run(comparison.source.run_id).data.params["dataset_digest"]
 
 
 def _sample_ids(client: MlflowClient, run_id: str) -> list[str]:
