@@ -251,6 +251,18 @@ def refused(trial: FrozenTrial) -> bool:
     return trial.system_attrs.get(CLAIM_ATTR, GRANTED) != GRANTED
 
 
-def placed(study: optuna.Study) -> int:
-    """Trials that hold a place in the study's total (see :func:`claim`)."""
-    return sum(holds_place(t) for t in study.get_trials(deepcopy=False))
+def trials_to_ask(study: optuna.Study, total_trials: int) -> int:
+    """How many trials this worker's ``study.optimize`` should take to fill the study's total.
+
+    Queued (WAITING) trials hold a place, but ``optimize`` runs them within its own ``n_trials``
+    (a killed trial's configuration, queued again, is the first one a resumed sweep takes): counting
+    them as taken too left a resumed sweep one trial short. The claim in each trial keeps the total exact.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.enqueue_trial({"x": 1.0})
+        >>> trials_to_ask(study, 4)
+        4
+    """
+    started = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+    return max(total_trials - sum(holds_place(t) for t in started), 0)

@@ -155,7 +155,7 @@ def run_sweep(
                  experiment_id, parent_run_id, study_name, runner, total_trials, budget_usd)
     plan.reserve_usd = _log_estimate(plan).total_usd
 
-    remaining = max(total_trials - _study.placed(study), 0)
+    remaining = _study.trials_to_ask(study, total_trials)
 
     def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
         # Saves asking for a trial that would only be refused; the claim in each trial is what makes caps exact.

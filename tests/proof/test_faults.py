@@ -171,9 +171,6 @@ def test_a_corrupted_cache_entry_is_detected_recomputed_and_never_served(tmp_pat
     assert all(healed.get(entry.stem).text.startswith("You asked: ") for entry in entries)  # rewritten whole
 
 
-# Known bug, open in issue 19: since trials claim their place (exact --n-trials across workers), the resumed sweep
-# completes one trial short (3 of 4) after a kill -9; the fix belongs with the claim rules in sweep/_study.py.
-@pytest.mark.xfail(reason="resumed sweep completes one trial short since trial claims (issue 19)", strict=False)
 @pytest.mark.parametrize("sampler", ["random", "grid"])
 def test_kill_9_mid_sweep_then_resume_keeps_finished_trials_and_repeats_no_call(tmp_path: Path, sampler: str) -> None:
     n, n_trials = 6, 4

@@ -101,6 +101,30 @@ def test_claims_hold_the_total_and_the_budget_exactly_over_repeated_races(postgr
         assert all(t.system_attrs["agility.claim"] == "budget" for t in study.trials if t.state == TrialState.FAIL)
 
 
+def test_a_queued_retry_of_a_killed_trial_is_run_within_the_remaining_trials() -> None:
+    # A killed trial fails and its configuration is queued again (WAITING): the queued trial holds a place, yet
+    # study.optimize runs it within its own n_trials, so it must not also be subtracted from what is left to ask.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    first = study.ask()
+    assert _study.claim(study, first, total_trials=4, reserve_usd=0.0, budget_usd=None).refused is None
+    study.tell(first, 1.0)
+    killed = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    _study.claim(study, killed, total_trials=4, reserve_usd=0.0, budget_usd=None)
+    study._storage.set_trial_state_values(killed._trial_id, TrialState.FAIL)
+    study.enqueue_trial(killed.params)
+    assert _study.trials_to_ask(study, 4) == 3
+
+    def objective(trial: optuna.Trial) -> float:
+        if _study.claim(study, trial, total_trials=4, reserve_usd=0.0, budget_usd=None).refused:
+            raise _study.ClaimRefused("full")
+        return trial.suggest_float("x", 0, 1)
+
+    study.optimize(objective, n_trials=_study.trials_to_ask(study, 4), catch=(_study.ClaimRefused,))
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 4
+    assert study.trials[2].params == killed.params  # the queued retry ran first
+
+
 def test_n_trials_is_exact_for_three_worker_processes(tmp_path: Path, tracking: str, postgres_url: str) -> None:
     client = MlflowClient(tracking)
     study_name = f"exact-{uuid.uuid4().hex[:6]}"
