@@ -10,12 +10,15 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from agility_mlflow.errors import AgilityError, InputError
+
+if TYPE_CHECKING:
+    from agility_mlflow.evaluation import RunSummary
 
 
 def _handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,7 +103,7 @@ def main(verbose: bool) -> None:
 def run_command(config: str, tracking_uri: str | None, limit: int | None, candidates: tuple[str, ...], budget_usd: float | None) -> None:
     """One MLflow run per prompt x candidate, plus the source run from recorded answers."""
     from agility_mlflow.config import load_config
-    from agility_mlflow.evaluation import run_project, summary_table
+    from agility_mlflow.evaluation import run_project
 
     # Under `mlflow run`, MLFLOW_RUN_ID names the project's run: nest ours under it instead of reusing it.
     parent_run_id = os.environ.pop("MLFLOW_RUN_ID", None)
@@ -110,6 +113,32 @@ def run_command(config: str, tracking_uri: str | None, limit: int | None, candid
     )
     metric_names = load_config(config).metrics
     click.echo(summary_table(summaries, metric_names))
+
+
+def summary_table(summaries: Sequence[RunSummary], metric_names: Sequence[str]) -> str:
+    """A fixed-width table of the runs, for the terminal."""
+    columns = ["run", "prompt", "n", "errors", *metric_names, "latency_p50_s", "cost_usd_total", "run_id"]
+    lines = []
+    for s in summaries:
+        m = s.metrics
+        cells = [
+            s.name,
+            s.prompt_uri.removeprefix("prompts:/"),
+            f"{m.get('n_samples', 0):.0f}",
+            f"{m.get('n_errors', 0):.0f}",
+            *[_fmt(m.get(name)) for name in metric_names],
+            _fmt(m.get("latency_p50_s")),
+            _fmt(m.get("cost_usd_total"), digits=6) if "cost_usd_total" in m else "unknown",
+            s.run_id,
+        ]
+        lines.append(cells)
+    widths = [max(len(str(c)) for c in column) for column in zip(columns, *lines)]
+    render = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([render(columns), *(render(cells) for cells in lines)])
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 @main.command("sweep")

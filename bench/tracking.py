@@ -27,7 +27,7 @@ def main() -> None:
     quiet()
     import mlflow.utils.rest_utils as rest
 
-    import agility_mlflow.evaluation as evaluation
+    import agility_mlflow.evaluation._session as evaluation  # where a logged run looks up evaluate
     from agility_mlflow import tracking
 
     generating = {"seconds": 0.0}

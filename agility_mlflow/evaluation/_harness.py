@@ -1,0 +1,143 @@
+"""Generate, score and aggregate: one configuration's answers on a set of samples, without writing to MLflow."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agility_mlflow.backends import Backend
+from agility_mlflow.dataset import GoldenDataset, references
+from agility_mlflow.evaluation._entities import CONTEXT, INPUT_DIGEST, Configuration, EvaluationResult
+from agility_mlflow.pipeline import run_steps, step_metrics, step_names
+from agility_mlflow.pricing import Price, cost_usd, lookup_price
+from agility_mlflow.runner import Outcome, Request, Runner
+from agility_mlflow.scoring import JudgedMetric, JudgeInput, Metric, judge_rows
+from agility_mlflow.scoring._judged import judge_metrics
+from agility_mlflow.scoring.stats import mean_score, run_metrics
+
+
+def evaluate(
+    configuration: Configuration,
+    backend: Backend,
+    dataset: GoldenDataset,
+    metrics: Sequence[Metric],
+    runner: Runner,
+    pricing: dict[str, Any] | None = None,
+) -> EvaluationResult:
+    """Generate answers for every sample, score them and aggregate; writes nothing to MLflow."""
+    price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing or {})
+    outcomes, rows = score_samples(configuration, backend, dataset.rows, metrics, runner, price)
+    return EvaluationResult(rows, aggregate(rows, outcomes, metrics), outcomes, price)
+
+
+def score_samples(
+    configuration: Configuration,
+    backend: Backend,
+    samples: Sequence[dict[str, Any]],
+    metrics: Sequence[Metric | JudgedMetric],
+    runner: Runner,
+    price: Price | None,
+) -> tuple[list[Outcome], list[dict[str, Any]]]:
+    """The runner's outcomes for ``samples`` and one scored ``eval_results`` row per sample.
+
+    String metrics score each answer directly; judged metrics then ask their judge, sample by
+    sample in parallel, and add their reasoning, error and the judge's usage to the rows.
+    """
+    params = configuration.model.params.as_dict()
+    if configuration.steps:
+        outcomes, step_columns = run_steps(configuration.steps, backend, params, samples, runner, price, settings=runner.settings,
+                                           template=configuration.template, description=configuration.run_name)
+        rows = [{**_score(outcome, metrics, price), **columns} for outcome, columns in zip(outcomes, step_columns)]
+    else:
+        requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
+        outcomes = runner.run(backend, params, requests, description=configuration.run_name)
+        rows = [_score(outcome, metrics, price) for outcome in outcomes]
+    columns = input_columns(configuration)
+    for row, sample in zip(rows, samples):
+        row[INPUT_DIGEST] = input_digest(sample, columns)
+    judged = [m for m in metrics if isinstance(m, JudgedMetric)]
+    if judged:
+        inputs = [judge_input(outcome) if outcome.generation is not None else None for outcome in outcomes]
+        judge_rows(rows, inputs, judged, workers=runner.settings.concurrency)
+    return outcomes, rows
+
+
+def input_columns(configuration: Configuration) -> list[str]:
+    """The dataset columns a sample's answer and scores depend on, references aside: the prompts'
+    variables (of every step, less those earlier steps produce, plus replayed steps' recorded outputs),
+    the question and the context the judge reads."""
+    steps = configuration.steps
+    variables = set(configuration.template.variables).union(*(step.template.variables for step in steps))
+    variables |= {step.replay.output for step in steps if step.replay is not None} | {"question", CONTEXT}
+    return sorted(variables - {step.variable for step in steps})
+
+
+def input_digest(sample: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """A short fingerprint of ``sample``'s values in ``columns``: equal digests, equal inputs.
+
+    ``agility check`` compares it with the registered run's to pair only samples that did not change.
+
+    Example:
+        >>> input_digest({"question": "Revenue?", "n": 1}, ["question"]) == input_digest({"question": "Revenue?"}, ["question"])
+        True
+        >>> input_digest({"question": "Revenue?"}, ["question"]) == input_digest({"question": "Revenue in 2023?"}, ["question"])
+        False
+    """
+    import hashlib
+    import json
+
+    values = {column: sample.get(column) for column in columns}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def judge_input(outcome: Outcome) -> JudgeInput:
+    """What the judge sees of one answered sample: the question (or the rendered user message), references, context."""
+    sample = outcome.request.sample
+    question = sample.get("question")
+    if not question:
+        question = next((m["content"] for m in reversed(outcome.request.messages) if m.get("role") == "user"), "")
+    context = sample.get(CONTEXT)
+    contexts = [str(c) for c in context] if isinstance(context, list) else ([str(context)] if context else [])
+    assert outcome.generation is not None
+    return JudgeInput(str(question), outcome.generation.text, references(sample), contexts, sample)
+
+
+def aggregate(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], metrics: Sequence[Metric | JudgedMetric]) -> dict[str, float]:
+    """Run-level metrics: counts, latency, tokens, cost, the mean of each quality metric, the judge's usage."""
+    result = run_metrics(rows)
+    result["n_cache_hits"] = float(sum(o.cached for o in outcomes))
+    for metric in metrics:
+        value = mean_score([row[metric.name] for row in rows if row["error"] is None])
+        if value is not None:
+            result[metric.name] = value
+    result.update(judge_metrics(rows, [m for m in metrics if isinstance(m, JudgedMetric)]))
+    result.update(step_metrics(rows, step_names(rows)))
+    return result
+
+
+def _score(outcome: Outcome, metrics: Sequence[Metric | JudgedMetric], price: Price | None) -> dict[str, Any]:
+    generation = outcome.generation
+    sample = outcome.request.sample
+    refs = references(sample)
+    row: dict[str, Any] = {
+        "sample_id": outcome.sample_id,
+        "output": generation.text if generation else None,
+        "reference": refs[0] if len(refs) == 1 else (refs or None),
+        "latency_s": generation.latency_s if generation else None,
+        "ttft_s": generation.ttft_s if generation else None,
+        "input_tokens": generation.input_tokens if generation else None,
+        "output_tokens": generation.output_tokens if generation else None,
+        "cost_usd": cost_usd(price, generation.input_tokens, generation.output_tokens, generation.cached_input_tokens,
+                             generation.cache_write_tokens) if generation else None,
+        "reasoning_tokens": generation.reasoning_tokens if generation else None,
+        "cached_input_tokens": generation.cached_input_tokens if generation else None,
+        "cache_write_tokens": generation.cache_write_tokens if generation else None,
+        "provider_latency_s": generation.provider_latency_s if generation else None,
+        "finish_reason": generation.finish_reason if generation else None,
+        "cached": outcome.cached,
+        "error": outcome.error,
+    }
+    for metric in metrics:
+        if isinstance(metric, Metric):
+            row[metric.name] = metric(generation.text, refs, sample) if generation else None
+    return row
