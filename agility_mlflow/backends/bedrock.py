@@ -40,11 +40,11 @@ Example:
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from agility_mlflow.backends._base import Backend, Generation, Message
+from agility_mlflow.backends._base import Backend, Generation, Message, Stopwatch, sampling
 from agility_mlflow.errors import AgilityError, ProviderError, RetryableError
 
 DEFAULT_REGION = "us-east-1"
@@ -81,10 +81,11 @@ def converse_request(model_id: str, messages: Sequence[Message], params: Mapping
         else:
             turns.append({"role": role, "content": [{"text": text}]})
 
-    inference: dict[str, Any] = {"temperature": params.get("temperature", 0.0)}
-    if params.get("top_p") is not None and params["top_p"] != 1.0:
-        inference["topP"] = params["top_p"]
-    inference["maxTokens"] = params.get("max_tokens", 256)
+    chosen = sampling(params)
+    inference: dict[str, Any] = {"temperature": chosen["temperature"]}
+    if chosen["top_p"] is not None and chosen["top_p"] != 1.0:
+        inference["topP"] = chosen["top_p"]
+    inference["maxTokens"] = chosen["max_tokens"]
     if params.get("stop"):
         inference["stopSequences"] = list(params["stop"])
 
@@ -126,12 +127,10 @@ class BedrockBackend(Backend):
     ) -> None:
         super().__init__(model_id)
         self.prompt_caching = prompt_caching
-        import boto3
         from botocore.config import Config
 
         # A session per backend: boto3 sessions are not thread-safe, clients are.
-        session = boto3.session.Session()
-        self.region = region or os.environ.get("AWS_REGION") or session.region_name or DEFAULT_REGION
+        session, self.region = aws_session(region)
         self.stream = stream
         config = Config(
             # total_max_attempts counts the first call; Config's "max_attempts" counts retries (1 means 2 calls).
@@ -150,28 +149,18 @@ class BedrockBackend(Backend):
         *,
         sample: Mapping[str, Any] | None = None,
     ) -> Generation:
-        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
-
         request = converse_request(self.model_id, messages, params, cache_system=self.prompt_caching)
-        try:
+        with bedrock_errors(self.model_id):
             return self._stream(request) if self.stream else self._converse(request)
-        except ClientError as exc:  # also EventStreamError: an exception event inside the stream
-            raise _client_error(exc, self.model_id) from exc
-        except (ConnectionError, HTTPClientError) as exc:  # timeouts, refused or dropped connections
-            raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
-        except BotoCoreError as exc:  # no credentials, invalid parameters: retrying will not help
-            raise ProviderError(f"{self.model_id}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
 
     def _converse(self, request: dict[str, Any]) -> Generation:
-        start = time.perf_counter()
+        watch = Stopwatch()
         response = self._client.converse(**request)
-        end = time.perf_counter()
+        watch.stop()
         content = response["output"]["message"]["content"]
         usage = response.get("usage") or {}
-        return Generation(
+        return watch.generation(
             text="".join(block.get("text", "") for block in content),
-            latency_s=end - start,
-            ttft_s=None,
             output_tokens=usage.get("outputTokens"),
             finish_reason=response.get("stopReason"),
             **_billed_usage(usage),
@@ -182,9 +171,7 @@ class BedrockBackend(Backend):
         from botocore.eventstream import ParserError
         from urllib3.exceptions import HTTPError as URLLib3Error
 
-        start = time.perf_counter()
-        first: float | None = None
-        pieces: list[str] = []
+        watch = Stopwatch()
         stop_reason: str | None = None
         usage: Mapping[str, Any] = {}
         server_metrics: Mapping[str, Any] | None = None
@@ -192,10 +179,7 @@ class BedrockBackend(Backend):
         try:
             for event in stream:
                 if "contentBlockDelta" in event:
-                    text = event["contentBlockDelta"]["delta"].get("text")
-                    if text:
-                        first = first or time.perf_counter()
-                        pieces.append(text)
+                    watch.piece(event["contentBlockDelta"]["delta"].get("text"))
                 elif "messageStop" in event:
                     stop_reason = event["messageStop"]["stopReason"]
                 elif "metadata" in event:
@@ -206,13 +190,10 @@ class BedrockBackend(Backend):
             # urllib3 error (not botocore's), and a truncated or corrupt frame as an event-stream ParserError.
             stream.close()
             raise RetryableError(f"the stream broke mid-answer: {type(exc).__name__}") from exc
-        end = time.perf_counter()
+        watch.stop()
         if stop_reason is None:
             raise RetryableError("the stream ended before the answer finished (no messageStop event)")
-        return Generation(
-            text="".join(pieces),
-            latency_s=end - start,
-            ttft_s=(first - start) if first is not None else None,
+        return watch.generation(
             output_tokens=usage.get("outputTokens"),
             finish_reason=stop_reason,
             **_billed_usage(usage),
@@ -226,6 +207,38 @@ class BedrockBackend(Backend):
 
     def close(self) -> None:
         self._client.close()
+
+
+def aws_session(region: str | None) -> tuple[Any, str]:
+    """A new boto3 session and the region its clients use: ``region``, else ``AWS_REGION``, else
+    ``AWS_DEFAULT_REGION`` or the profile's, else ``us-east-1``."""
+    import boto3
+
+    session = boto3.session.Session()
+    return session, region or os.environ.get("AWS_REGION") or session.region_name or DEFAULT_REGION
+
+
+@contextmanager
+def bedrock_errors(subject: str) -> Iterator[None]:
+    """botocore's errors as the runner's: transient ones retryable, the others a :class:`ProviderError` naming ``subject``.
+
+    Example:
+        >>> from botocore.exceptions import ClientError
+        >>> with bedrock_errors("m"):  # doctest: +ELLIPSIS
+        ...     raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "Converse")
+        Traceback (most recent call last):
+        agility_mlflow.errors.RetryableError: ThrottlingException: slow down
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+    try:
+        yield
+    except ClientError as exc:  # also EventStreamError: an exception event inside the stream
+        raise _client_error(exc, subject) from exc
+    except (ConnectionError, HTTPClientError) as exc:  # timeouts, refused or dropped connections
+        raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+    except BotoCoreError as exc:  # no credentials, invalid parameters: retrying will not help
+        raise ProviderError(f"{subject}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
 
 
 def _client_error(exc: Any, model_id: str) -> AgilityError:

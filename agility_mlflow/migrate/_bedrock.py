@@ -7,14 +7,12 @@ points the client elsewhere (a VPC endpoint, a test server).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from agility_mlflow.backends.bedrock import aws_session, bedrock_errors
 from agility_mlflow.errors import AgilityError, RetryableError
-
-_RETRYABLE = {"ThrottlingException", "ServiceUnavailableException", "InternalServerException"}
 
 
 def optimize_prompt(text: str, target_model: str, region: str | None = None, attempts: int = 5) -> tuple[str, str]:
@@ -34,19 +32,15 @@ def optimize_prompt(text: str, target_model: str, region: str | None = None, att
 
 
 def _client(region: str | None) -> Any:
-    import boto3
     from botocore.config import Config
 
-    session = boto3.session.Session()
-    region = region or os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
+    session, region = aws_session(region)
     # One attempt per call: the retry loop above is the only one.
     return session.client("bedrock-agent-runtime", region_name=region, config=Config(retries={"total_max_attempts": 1}))
 
 
 def _optimize_once(client: Any, text: str, target_model: str) -> tuple[str, str]:
-    from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
-
-    try:
+    with bedrock_errors(f"Bedrock prompt optimization for {target_model}"):
         response = client.optimize_prompt(input={"textPrompt": {"text": text}}, targetModelId=target_model)
         analysis, optimized = [], None
         for event in response["optimizedPrompt"]:
@@ -54,18 +48,6 @@ def _optimize_once(client: Any, text: str, target_model: str) -> tuple[str, str]
                 analysis.append(event["analyzePromptEvent"].get("message", ""))
             elif "optimizedPromptEvent" in event:
                 optimized = event["optimizedPromptEvent"]["optimizedPrompt"]["textPrompt"]["text"]
-    except ClientError as exc:
-        error = exc.response.get("Error") or {}
-        code = error.get("Code", "UnknownError")
-        code = code[:1].upper() + code[1:]  # exceptions inside event streams are camel-case
-        message = f"{code}: {error.get('Message', '')}".rstrip(": ")
-        if code in _RETRYABLE:
-            raise RetryableError(message, throttled=code == "ThrottlingException") from None
-        raise AgilityError(f"Bedrock prompt optimization for {target_model}: {message}") from None
-    except (ConnectionError, HTTPClientError) as exc:  # timeouts, refused or dropped connections
-        raise RetryableError(f"{type(exc).__name__}: {exc}") from None
-    except BotoCoreError as exc:  # no credentials, bad parameters: retrying will not help
-        raise AgilityError(f"Bedrock prompt optimization: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if not optimized:
         raise AgilityError(f"Bedrock prompt optimization for {target_model} returned no optimized prompt")
     return optimized, "\n".join(a for a in analysis if a)
