@@ -19,10 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -167,24 +168,41 @@ class Runner:
         requests: Sequence[Request],
         *,
         description: str = "",
+        on_outcome: Callable[[int, Outcome], None] | None = None,
     ) -> list[Outcome]:
-        """One outcome per request, in request order."""
+        """One outcome per request, in request order.
+
+        ``on_outcome(index, outcome)`` is called on the calling thread as each request finishes (in
+        completion order), while the other calls run: work done there overlaps them.
+        """
         workers = min(self.settings.concurrency, backend.max_concurrency or self.settings.concurrency, max(len(requests), 1))
         limiter = AdaptiveLimiter(workers)
         abort = _Abort()
         outcomes: list[Outcome | None] = [None] * len(requests)
         progress_bar = _progress(len(requests), description, self.progress)
+        # Finished futures arrive on a queue: waiting on the set of pending futures again after each
+        # completion would cost O(N) per completion, O(N^2) per run.
+        finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agility") as pool:
-            futures = {pool.submit(self._one, backend, params, request, limiter, abort): i for i, request in enumerate(requests)}
+            futures: dict[Future[Outcome], int] = {}
             try:
-                pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION, timeout=1.0)
-                    for future in done:
-                        if future.exception() is not None and abort.error is not None:
-                            raise abort.error  # the first provider error, not a follower's "stopped"
-                        outcomes[futures[future]] = future.result()
-                        progress_bar.update(1)
+                for i, request in enumerate(requests):
+                    future = pool.submit(self._one, backend, params, request, limiter, abort)
+                    futures[future] = i
+                    future.add_done_callback(finished.put)
+                for _ in range(len(futures)):
+                    while True:
+                        try:
+                            future = finished.get(timeout=1.0)  # a timeout keeps Ctrl-C answered
+                            break
+                        except queue.Empty:
+                            continue
+                    if future.exception() is not None and abort.error is not None:
+                        raise abort.error  # the first provider error, not a follower's "stopped"
+                    outcome = outcomes[futures[future]] = future.result()
+                    if on_outcome is not None:
+                        on_outcome(futures[future], outcome)
+                    progress_bar.update(1)
             except BaseException:
                 for future in futures:
                     future.cancel()

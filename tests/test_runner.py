@@ -45,6 +45,25 @@ def test_concurrency_is_bounded_and_order_kept() -> None:
     assert all(o.generation.text == f"answer {o.sample_id}" for o in outcomes)
 
 
+def test_each_outcome_is_handed_over_while_the_other_calls_still_run() -> None:
+    # s1's call only ends once the callback has seen s0's outcome: callbacks made after the run would leave it waiting.
+    seen: list[tuple[int, str]] = []
+    s0_seen = threading.Event()
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        sample_id = messages[-1]["content"]
+        return f"s0 seen before me: {s0_seen.wait(5)}" if sample_id == "s1" else _echo(messages)
+
+    def on_outcome(index: int, outcome: Any) -> None:
+        seen.append((index, outcome.sample_id))
+        if outcome.sample_id == "s0":
+            s0_seen.set()
+
+    outcomes = _runner(concurrency=2, cache=False).run(FakeBackend(reply), {}, _requests(4), on_outcome=on_outcome)
+    assert outcomes[1].generation.text == "s0 seen before me: True"
+    assert sorted(seen) == [(i, f"s{i}") for i in range(4)]
+
+
 def test_transient_errors_are_retried_then_succeed() -> None:
     backend = _backend({"s1": [RetryableError("503"), RetryableError("timeout")]})
     runner = _runner(concurrency=2, cache=False)
