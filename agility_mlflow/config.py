@@ -130,18 +130,42 @@ class ModelConfig(_Strict):
     """Stream answers to measure time to first token."""
     prompt_caching: bool = False
     """Bedrock: a ``cachePoint`` after the system prompt, so repeated system prompts are read from the prompt cache."""
+    mode: Literal["on_demand", "batch"] = "on_demand"
+    """``batch``: the provider's batch engine answers all samples as one job (Bedrock batch inference, the
+    OpenAI Batch API), at the batch price; latency is then not measured. Candidates only."""
+    s3_uri: str | None = None
+    """Bedrock batch: the ``s3://bucket/prefix/`` the job's input records are written to and its outputs read from."""
+    role_arn: str | None = None
+    """Bedrock batch: the IAM service role Bedrock assumes to read and write ``s3_uri``."""
+    poll_s: float = Field(30.0, gt=0)
+    """Batch: seconds between two status checks of a running job."""
 
     @model_validator(mode="after")
     def _recorded_only_for_replay(self) -> ModelConfig:
         for key in ("columns", "path"):
             if getattr(self, key) is not None and self.provider != "replay":
                 raise ValueError(f"'{key}' names recorded outputs: it needs provider: replay, not {self.provider}")
+        _check_batch(self)
         if self.prompt_caching and self.provider != "bedrock":
             raise ValueError(f"prompt_caching is for bedrock models, not {self.provider}")
         for name in sorted(set(self.params.model_fields_set) & set(PROVIDER_PARAMS)):
             if getattr(self.params, name) is not None:  # a null control (a dumped config's default) is no control
                 unsupported_param(self.provider, name)
         return self
+
+
+def _check_batch(model: ModelConfig) -> None:
+    """``mode: batch`` is for OpenAI and Bedrock models; Bedrock's needs ``s3_uri`` and ``role_arn``, which nothing else takes."""
+    bedrock_batch = model.provider == "bedrock" and model.mode == "batch"
+    if model.mode == "batch" and model.provider not in ("openai", "bedrock"):
+        raise ValueError(f"mode: batch is for openai and bedrock models, not {model.provider}")
+    for key in ("s3_uri", "role_arn"):
+        if getattr(model, key) is not None and not bedrock_batch:
+            raise ValueError(f"'{key}' is for Bedrock batch inference: it needs provider: bedrock and mode: batch")
+        if bedrock_batch and not getattr(model, key):
+            raise ValueError(f"Bedrock batch inference needs '{key}' ({'s3://bucket/prefix/' if key == 's3_uri' else 'the service role ARN'})")
+    if bedrock_batch and not str(model.s3_uri).startswith("s3://"):
+        raise ValueError(f"'s3_uri' must start with s3://, got {model.s3_uri!r}")
 
 
 # Controls only some providers have: a model never silently ignores one (a sweep over it would show nothing).
@@ -231,6 +255,18 @@ class PriceConfig(_Strict):
     """USD per 1M input tokens read from the prompt cache (default: unknown; cost is unknown when some are)."""
     cache_write: float | None = Field(None, ge=0)
     """USD per 1M input tokens written to the prompt cache."""
+    batch_input: float | None = Field(None, ge=0)
+    """USD per 1M input tokens of a ``mode: batch`` candidate (default: ``input`` less ``batch_discount``)."""
+    batch_output: float | None = Field(None, ge=0)
+    """USD per 1M output tokens of a ``mode: batch`` candidate."""
+    batch_discount: float | None = Field(None, ge=0, lt=1)
+    """Off the on-demand rates in batch mode, e.g. 0.5 (default: the providers' published 50%)."""
+
+    @model_validator(mode="after")
+    def _batch_pair(self) -> PriceConfig:
+        if (self.batch_input is None) != (self.batch_output is None):
+            raise ValueError("give batch_input and batch_output together (or batch_discount)")
+        return self
 
 
 class Range(_Strict):
@@ -554,8 +590,15 @@ class Config(_Strict):
                     problems.append(f"key 'candidates[{i}].prompts': unknown prompt '{name}' (known: {', '.join(prompt_names)})")
         if self.source and self.source.prompt and self.source.prompt not in prompt_names:
             problems.append(f"key 'source.prompt': unknown prompt '{self.source.prompt}'")
+        batch_models = {"source": self.source, "judge": self.judge, "optimize.reflection": self.optimize.reflection if self.optimize else None,
+                        **{f"steps[{i}].model": step.model for i, step in enumerate(self.steps or [])}}
+        for key, model in batch_models.items():
+            if model is not None and model.mode == "batch":
+                problems.append(f"key '{key}.mode': batch is for candidates only (this model answers one call at a time)")
         if self.steps:
             problems += _duplicates("steps", [step.name for step in self.steps])
+            problems += [f"key 'candidates[{i}].mode': batch does not run multi-step applications (steps:): each step needs the one before"
+                         for i, c in enumerate(self.candidates) if c.mode == "batch"]
             for i, step in enumerate(self.steps):
                 if step.prompt not in prompt_names:
                     problems.append(f"key 'steps[{i}].prompt': unknown prompt '{step.prompt}' (known: {', '.join(prompt_names)})")

@@ -128,7 +128,7 @@ def estimate_evaluation(
             continue
         step_template = step.template if step is not None else template
         step_tokens = step_model.params.max_tokens if step is not None and step.model is not None else answer_tokens
-        price = lookup_price(step_model.provider, step_model.model_id, pricing)
+        price = lookup_price(step_model.provider, step_model.model_id, pricing, step_model.mode)
         model_calls += len(rows)
         if price is None:
             unpriced.append(step_model.model_id)

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 _GENAI_PRICES_PROVIDER = {"openai": "openai", "bedrock": "aws", "replay": None}
 _MLFLOW_PROVIDER = {"openai": "openai", "bedrock": "bedrock", "replay": None}
 LOCAL_SOURCE = "local (no API charge)"
+BATCH_DISCOUNT = 0.5
+"""Off on-demand rates for batch jobs when the config states no batch price: OpenAI's Batch API and Bedrock
+batch inference both publish 50% for the models they batch."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Price:
     """Input tokens written to the prompt cache; None: not known."""
 
 
-def lookup_price(provider: str, model_id: str, overrides: Mapping[str, Mapping[str, float]]) -> Price | None:
+def lookup_price(provider: str, model_id: str, overrides: Mapping[str, Mapping[str, float]], mode: str = "on_demand") -> Price | None:
     """The price of ``model_id`` served by ``provider``; ``None`` when no catalog knows it.
 
     Args:
@@ -48,7 +51,35 @@ def lookup_price(provider: str, model_id: str, overrides: Mapping[str, Mapping[s
         model_id: The provider's id; Bedrock cross-region profiles (``us.anthropic...``) are priced
             as their base model.
         overrides: The config's ``pricing:`` section, ``{model_id: {input: ..., output: ...}}``.
+        mode: ``batch`` prices the provider's batch engine (see :func:`batch_price`).
     """
+    price = _on_demand_price(provider, model_id, overrides)
+    if mode == "batch" and price is not None:
+        return batch_price(price, overrides.get(model_id) or {})
+    return price
+
+
+def batch_price(price: Price, entry: Mapping[str, float | None]) -> Price:
+    """``price`` at batch rates: the entry's ``batch_input``/``batch_output``, else less its ``batch_discount``
+    (default :data:`BATCH_DISCOUNT`). Cache rates get the same discount; the source says how it was derived.
+
+    Example:
+        >>> p = batch_price(Price(3.0, 15.0, "genai-prices"), {})
+        >>> p.input_per_mtok, p.output_per_mtok, p.source
+        (1.5, 7.5, 'genai-prices, batch at 50% off')
+        >>> batch_price(Price(3.0, 15.0, "config"), {"batch_input": 1.0, "batch_output": 4.0}).output_per_mtok
+        4.0
+    """
+    if entry.get("batch_input") is not None and entry.get("batch_output") is not None:
+        return Price(float(entry["batch_input"]), float(entry["batch_output"]), f"{price.source}, batch price")  # type: ignore[arg-type]
+    discount = BATCH_DISCOUNT if entry.get("batch_discount") is None else float(entry["batch_discount"])  # type: ignore[arg-type]
+    keep = 1.0 - discount
+    scaled = lambda rate: None if rate is None else round(rate * keep, 9)  # noqa: E731
+    return Price(round(price.input_per_mtok * keep, 9), round(price.output_per_mtok * keep, 9),
+                 f"{price.source}, batch at {discount:.0%} off", scaled(price.cached_input_per_mtok), scaled(price.cache_write_per_mtok))
+
+
+def _on_demand_price(provider: str, model_id: str, overrides: Mapping[str, Mapping[str, float]]) -> Price | None:
     if model_id in overrides:
         entry = overrides[model_id]
         optional = lambda key: float(entry[key]) if entry.get(key) is not None else None  # noqa: E731

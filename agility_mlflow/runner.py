@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -30,9 +31,12 @@ from typing import Any, Protocol
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from agility_mlflow.backends import Backend, Generation
+from agility_mlflow.backends._batch import BatchBackend, JobStore, run_batch
 from agility_mlflow.cache import ResponseCache, cache_key
 from agility_mlflow.config import RunSettings
 from agility_mlflow.errors import ProviderError, RetryableError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -170,11 +174,16 @@ class Runner:
         description: str = "",
         on_outcome: Callable[[int, Outcome], None] | None = None,
     ) -> list[Outcome]:
-        """One outcome per request, in request order.
+        """One outcome per request, in request order; a ``mode: batch`` backend answers the uncached ones in one job.
 
         ``on_outcome(index, outcome)`` is called on the calling thread as each request finishes (in
         completion order), while the other calls run: work done there overlaps them.
         """
+        if isinstance(backend, BatchBackend):
+            outcomes = self._run_batch(backend, params, requests, description)
+            for index, outcome in enumerate(outcomes) if on_outcome is not None else ():
+                on_outcome(index, outcome)
+            return outcomes
         workers = min(self.settings.concurrency, backend.max_concurrency or self.settings.concurrency, max(len(requests), 1))
         limiter = AdaptiveLimiter(workers)
         abort = _Abort()
@@ -209,6 +218,52 @@ class Runner:
                 raise
             finally:
                 progress_bar.close()
+        return [o for o in outcomes if o is not None]
+
+    def _run_batch(self, backend: BatchBackend, params: Mapping[str, Any], requests: Sequence[Request], description: str) -> list[Outcome]:
+        """Cache hits as usual; the misses as one batch job (resumed if a killed run submitted it), each failed record a per-sample error."""
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        keys: list[str | None] = [None] * len(requests)
+        todo = []
+        for i, request in enumerate(requests):
+            if self.cache is not None and backend.cacheable:
+                keys[i] = cache_key(backend.provider, backend.model_id, backend.cache_identity(), params, request.messages)
+                hit = self.cache.get(keys[i])  # type: ignore[arg-type]
+                if hit is not None:
+                    self.stats.add(cache_hits=1)
+                    outcomes[i] = Outcome(request, hit, cached=True)
+                    continue
+            todo.append(i)
+        if todo and len(todo) < backend.limits.min_records and len(todo) < len(requests):
+            # Left over after cache hits (records a job failed before): too few for a job, and answering them on demand
+            # would mix measured latencies into a batch run. Said per sample; the cached answers stand.
+            error = (f"not submitted: {len(todo)} uncached samples are below the batch minimum of {backend.limits.min_records} records "
+                     f"(the other {len(requests) - len(todo)} answers came from the cache)")
+            logger.warning("%s: %s", description or backend.model_id, error)
+            return [o if o is not None else Outcome(r, None, error) for o, r in zip(outcomes, requests)]
+        if todo:
+            tickets = []
+            answers: list[Generation | str] = []
+            started = time.time_ns()
+            try:
+                for i in todo:  # a spend limit refuses the whole job before it is submitted, never half of it
+                    tickets.append(self.guard.reserve(backend, params, requests[i].messages) if self.guard is not None else None)
+                self.stats.add(calls=len(todo))
+                answers = run_batch(backend, params, [requests[i].messages for i in todo], JobStore(), description=description,
+                                    progress=self.progress)
+            finally:
+                if self.guard is not None:
+                    for n, ticket in enumerate(tickets):
+                        answer = answers[n] if n < len(answers) else None
+                        self.guard.settle(ticket, answer if isinstance(answer, Generation) else None)
+            ended = time.time_ns()
+            for i, answer in zip(todo, answers):
+                if isinstance(answer, Generation):
+                    if keys[i] is not None:
+                        self.cache.put(keys[i], answer)  # type: ignore[union-attr, arg-type]
+                    outcomes[i] = Outcome(requests[i], answer, attempts=1, started_ns=started, ended_ns=ended)
+                else:
+                    outcomes[i] = Outcome(requests[i], None, answer, attempts=1, started_ns=started, ended_ns=ended)
         return [o for o in outcomes if o is not None]
 
     def _one(

@@ -22,6 +22,8 @@ def create_backend(model: ModelConfig, settings: RunSettings | None = None, reco
     ``recorded``: a replayed model's rows of its ``path:`` file by ``sample_id`` (see :mod:`agility_mlflow.recorded`).
     """
     settings = settings or RunSettings()
+    if model.mode == "batch":
+        return _batch_backend(model, settings)
     if model.provider == "replay":
         from agility_mlflow.backends.replay import ReplayBackend
         from agility_mlflow.recorded import replay_columns
@@ -50,4 +52,38 @@ def create_backend(model: ModelConfig, settings: RunSettings | None = None, reco
     raise ValueError(f"unknown provider {model.provider!r}")  # unreachable: the config validates providers
 
 
-__all__ = ["Backend", "Generation", "Message", "create_backend"]
+def _batch_backend(model: ModelConfig, settings: RunSettings) -> Backend:
+    if model.provider == "bedrock":
+        from agility_mlflow.backends.bedrock_batch import BedrockBatchBackend
+
+        assert model.s3_uri and model.role_arn  # the config requires both
+        return BedrockBatchBackend(model.model_id, s3_uri=model.s3_uri, role_arn=model.role_arn, region=model.region, poll_s=model.poll_s,
+                                   timeout_s=settings.timeout_s)
+    from agility_mlflow.backends.openai_batch import OpenAIBatchBackend
+
+    return OpenAIBatchBackend(model.model_id, base_url=model.base_url, api_key=model.api_key, api_key_env=model.api_key_env,
+                              poll_s=model.poll_s, timeout_s=settings.timeout_s)
+
+
+def check_batch_size(model: ModelConfig, records: int) -> None:
+    """For a ``mode: batch`` model: an :class:`~agility_mlflow.errors.InputError` when ``records`` samples do not fit one job.
+
+    Example:
+        >>> check_batch_size(ModelConfig(provider="openai", model_id="gpt-4o-mini", mode="batch"), 3)
+        >>> check_batch_size(ModelConfig(provider="bedrock", model_id="m", mode="batch", s3_uri="s3://b", role_arn="r"), 3)
+        Traceback (most recent call last):
+        ...
+        agility_mlflow.errors.InputError: mode: batch needs at least 100 samples per job (Amazon Bedrock batch inference quotas: ...
+    """
+    from agility_mlflow.backends._batch import check_size
+
+    if model.mode != "batch":
+        return
+    if model.provider == "bedrock":
+        from agility_mlflow.backends.bedrock_batch import LIMITS
+    else:
+        from agility_mlflow.backends.openai_batch import LIMITS
+    check_size(LIMITS, records)
+
+
+__all__ = ["Backend", "Generation", "Message", "check_batch_size", "create_backend"]

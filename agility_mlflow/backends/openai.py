@@ -47,23 +47,7 @@ class OpenAIBackend(Backend):
         *,
         sample: Mapping[str, Any] | None = None,
     ) -> Generation:
-        request: dict[str, Any] = {
-            "model": self.model_id,
-            "messages": list(messages),
-            **sampling(params),
-            **_request_fields(dict(params.get("extra") or {}), self._client.chat.completions.create),
-        }
-        if params.get("reasoning_effort"):
-            request["reasoning_effort"] = params["reasoning_effort"]
-        if params.get("top_k") is not None:  # not an OpenAI field; vLLM, llama.cpp and others read it from the body
-            request["extra_body"] = {**request.get("extra_body", {}), "top_k": params["top_k"]}
-        if params.get("stop"):
-            request["stop"] = list(params["stop"])
-        if params.get("seed") is not None:
-            request["seed"] = params["seed"]
-        if params.get("response_schema"):
-            schema = {"name": "reply", "schema": params["response_schema"]}
-            request.setdefault("response_format", {"type": "json_schema", "json_schema": schema})
+        request = chat_request(self.model_id, messages, params, self._client.chat.completions.create)
         with _provider_errors(self.model_id):
             return self._stream(request) if self.stream else self._complete(request)
 
@@ -95,6 +79,31 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self._client.close()
+
+
+def chat_request(model_id: str, messages: Sequence[Message], params: Mapping[str, Any], create: Any) -> dict[str, Any]:
+    """The keyword arguments of ``chat.completions.create`` for chat ``messages`` and inference ``params``.
+
+    ``create`` is the SDK method, whose signature tells an ``extra`` field it takes from one sent in ``extra_body``.
+    """
+    request: dict[str, Any] = {
+        "model": model_id,
+        "messages": list(messages),
+        **sampling(params),
+        **_request_fields(dict(params.get("extra") or {}), create),
+    }
+    if params.get("reasoning_effort"):
+        request["reasoning_effort"] = params["reasoning_effort"]
+    if params.get("top_k") is not None:  # not an OpenAI field; vLLM, llama.cpp and others read it from the body
+        request["extra_body"] = {**request.get("extra_body", {}), "top_k": params["top_k"]}
+    if params.get("stop"):
+        request["stop"] = list(params["stop"])
+    if params.get("seed") is not None:
+        request["seed"] = params["seed"]
+    if params.get("response_schema"):
+        schema = {"name": "reply", "schema": params["response_schema"]}
+        request.setdefault("response_format", {"type": "json_schema", "json_schema": schema})
+    return request
 
 
 def _usage(usage: Any) -> dict[str, int | None]:

@@ -25,7 +25,7 @@ def evaluate(
     pricing: dict[str, Any] | None = None,
 ) -> EvaluationResult:
     """Generate answers for every sample, score them and aggregate; writes nothing to MLflow."""
-    price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing or {})
+    price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing or {}, configuration.model.mode)
     outcomes, rows = score_samples(configuration, backend, dataset.rows, metrics, runner, price)
     return EvaluationResult(rows, aggregate(rows, outcomes, metrics), outcomes, price)
 

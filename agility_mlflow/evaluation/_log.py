@@ -25,6 +25,8 @@ def log_evaluation(project: Project, configuration: Configuration, result: Evalu
         "prompt_name": configuration.template.name,
         "pricing_source": price.source if price else "unknown",
     }
+    if model.mode == "batch":  # the provider's batch engine: no per-answer latency exists to measure
+        params.update(mode="batch", latency="not measured (batch inference)")
     if project.dataset.subset_digest is not None:  # which samples of the golden set (an optimization's test split)
         params["dataset_subset_digest"] = project.dataset.subset_digest
     if price is not None:

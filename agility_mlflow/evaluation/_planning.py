@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from agility_mlflow.backends import check_batch_size
 from agility_mlflow.config import Config, ModelConfig, SourceConfig, load_config
 from agility_mlflow.dataset import GROUND_TRUTH, SOURCE_ANSWER, GoldenDataset, load_dataset
 from agility_mlflow.errors import InputError, Problems
@@ -71,6 +72,12 @@ def prepare(
             with problems.collect():
                 _check_judged(config, dataset, metric)
     configurations = _plan(config, dataset, templates, candidates, with_source)
+    for configuration in {c.name: c for c in configurations if c.model.mode == "batch"}.values():
+        with problems.collect():  # a provider's minimum batch size and quotas: refused before any upload
+            try:
+                check_batch_size(configuration.model, len(dataset.rows))
+            except InputError as exc:
+                raise InputError(f"{config.path.name}: candidate '{configuration.name}': {exc}") from None
     recorded = {}
     for configuration in configurations:
         if configuration.model.provider == "replay" and configuration.name not in recorded:

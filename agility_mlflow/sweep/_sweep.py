@@ -305,7 +305,7 @@ def _evaluate_in_slices(plan: _Plan, configuration: Configuration, backend: Back
     """Evaluate slice by slice, reporting the running objective so the pruner can stop a hopeless trial."""
     rows_all = plan.project.dataset.rows
     pricing = plan.project.config.price_overrides()
-    price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing)
+    price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing, configuration.model.mode)
     size = math.ceil(len(rows_all) / plan.sweep.slices)
     outcomes, rows = [], []
     for step, start in enumerate(range(0, len(rows_all), size)):
