@@ -115,7 +115,8 @@ def summarize(study: optuna.Study, objective: Objective, parent_run_id: str) -> 
     metrics = {f"n_trials_{s.name.lower()}": float(states.count(s)) for s in TrialState}
     tags: dict[str, str] = {"agility.best_run_ids": ",".join(sorted(best_ids)) or "none"}
     if len(best) == 1:
-        metrics["best_value"] = float(best[0].value)
+        if not objective.is_multi:  # a front of one still has one value per objective, each logged on its run
+            metrics["best_value"] = float(best[0].value)
         tags["agility.best_trial"] = str(best[0].number)
         tags["agility.best_params"] = str(best[0].params)
     importances = _importances(study, objective)

@@ -18,7 +18,8 @@ from mlflow import MlflowClient
 
 from agility_mlflow.cli import main
 from agility_mlflow.sweep import _report, parse_objective
-from tests.helpers import write_project
+from tests.helpers import GOLDEN_ROWS, write_project
+from tests.openai_server import start_standin
 
 LOCAL = {"name": "local", "provider": "local", "model_id": "smollm2-135m-instruct", "params": {"max_tokens": 4}}
 PROMPTS = [
@@ -92,21 +93,38 @@ def test_a_configuration_tried_twice_is_once_on_the_pareto_front(tracking: str) 
 
 
 def test_a_multi_objective_nsga2_sweep_with_constraints_end_to_end(tracking: str, tmp_path: Path) -> None:
-    """NSGA-II over two objectives with a constraint on the source: no trial is pruned (Optuna prunes single-objective studies only)."""
+    """NSGA-II over two objectives with two constraints, one of which only some trials meet: the front is the feasible trials'.
+
+    No trial is pruned (Optuna prunes single-objective studies only). A stand-in model answers right with
+    ``max_tokens: 4`` and wrongly with 2, so ``token_f1 >= 0.5`` holds for one configuration and not the other.
+    """
     experiment = f"nsga2-{uuid.uuid4().hex[:8]}"
-    sweep = {"sampler": "nsga2", "params": {"max_tokens": {"choices": [2, 4]}}, "objective": ["token_f1", "latency_mean_s"],
-             "constraints": ["token_f1 >= source - 1.0", "latency_mean_s <= 0.0"], "slices": 2, "n_trials": 3}
-    config = write_project(tmp_path, experiment=experiment, candidates=[LOCAL], prompts=PROMPTS, sweep=sweep)
-    swept = CliRunner().invoke(main, ["sweep", str(config), "--tracking-uri", tracking, "--storage", f"sqlite:///{tmp_path / 'o.db'}",
-                                      "--limit", "2"])
+    truth = {row["question"]: row["answer_ground_truth"] for row in GOLDEN_ROWS}
+
+    def answer(request: dict) -> str:
+        prompt = request["messages"][-1]["content"]
+        return next(a for q, a in truth.items() if q in prompt) if request["max_tokens"] == 4 else "unknown"
+
+    sweep = {"sampler": "nsga2", "seed": 1, "params": {"max_tokens": {"choices": [2, 4]}}, "objective": ["token_f1", "latency_mean_s"],
+             "constraints": ["token_f1 >= source - 1.0", "token_f1 >= 0.5"], "slices": 2, "n_trials": 4}
+    with start_standin(latency_s=0.0, answer=answer) as server:
+        served = {"name": "served", "provider": "openai", "model_id": "gpt-4o-mini", "base_url": server.url, "stream": False}
+        config = write_project(tmp_path, experiment=experiment, candidates=[served], prompts=PROMPTS[:1], sweep=sweep)
+        swept = CliRunner().invoke(main, ["sweep", str(config), "--tracking-uri", tracking, "--storage", f"sqlite:///{tmp_path / 'o.db'}"])
     assert swept.exit_code == 0, swept.stderr[-3000:]
     client = MlflowClient(tracking)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     study = client.search_runs([experiment_id], "tags.`agility.role` = 'study'")[0]
     assert study.data.params["sampler"] == "nsga2" and study.data.params["directions"] == '["maximize", "minimize"]'
     trials = client.search_runs([experiment_id], "tags.`agility.role` = 'trial'")
-    assert len(trials) == 3 and {t.info.status for t in trials} == {"FINISHED"}  # none pruned (KILLED)
-    assert study.data.metrics["n_trials_complete"] == 3 and study.data.metrics["n_trials_pruned"] == 0
-    # latency_mean_s <= 0 cannot hold: every trial is infeasible, so none is on the front.
-    assert {t.data.tags["agility.feasible"] for t in trials} == {"false"}
-    assert study.data.tags["agility.best_run_ids"] == "none" and "no feasible completed trial yet" in swept.stdout
+    assert len(trials) == 4 and {t.info.status for t in trials} == {"FINISHED"}  # none pruned (KILLED)
+    assert study.data.metrics["n_trials_complete"] == 4 and study.data.metrics["n_trials_pruned"] == 0
+    feasible = {t.info.run_id for t in trials if t.data.params["max_tokens"] == "4"}
+    infeasible = {t.info.run_id for t in trials} - feasible
+    assert feasible and infeasible  # both configurations tried: the constraint separates them
+    assert all(client.get_run(r).data.metrics["token_f1"] == 1.0 for r in feasible)
+    assert all(client.get_run(r).data.tags.get("agility.feasible") == "false" for r in infeasible)
+    assert all("agility.feasible" not in client.get_run(r).data.tags for r in feasible)
+    # The Pareto front is proven feasible: only trials meeting both constraints, one per configuration.
+    best = study.data.tags["agility.best_run_ids"].split(",")
+    assert len(best) == 1 and set(best) <= feasible
