@@ -117,6 +117,59 @@ def run_steps(
     return combined, columns
 
 
+def served_inputs(steps: Sequence[PlannedStep]) -> list[str]:
+    """The columns a served pipeline reads: what its called steps' prompts use and no earlier called step produces.
+
+    Served, a replayed step is not called (its recorded outputs exist for the golden samples only):
+    its output is one of these inputs, given by the caller as production computes it.
+
+    Example:
+        >>> steps = [PlannedStep("rewrite", "query", Template.from_text("rw", "{{question}}"), replay=ReplayColumns("query_rec")),
+        ...          PlannedStep("answer", "answer", Template.from_text("qa", "{{context}} Q: {{query}}"))]
+        >>> served_inputs(steps)
+        ['context', 'query']
+    """
+    produced: set[str] = set()
+    needed: set[str] = set()
+    for step in steps:
+        if step.replay is None:
+            needed |= step.template.variables - produced
+            produced.add(step.variable)
+    if steps and steps[-1].replay is not None:  # a replayed last step answers with what it is given
+        needed.add(steps[-1].variable)
+    return sorted(needed)
+
+
+def serve_steps(
+    steps: Sequence[PlannedStep], backend: Backend, params: Mapping[str, Any], fixed: Mapping[str, Backend], row: Mapping[str, Any]
+) -> str:
+    """One request through the pipeline as it is served: the last step's answer.
+
+    The migrated step calls ``backend`` with ``params``, a fixed-model step calls ``fixed[step.name]``
+    with its own parameters, and a replayed step takes its output from ``row`` (see :func:`served_inputs`).
+
+    Example:
+        >>> class Upper(Backend):
+        ...     def generate(self, messages, params, *, sample=None):
+        ...         return Generation(messages[-1]["content"].upper(), latency_s=0.1)
+        >>> steps = [PlannedStep("rewrite", "query", Template.from_text("rw", "{{question}}"), replay=ReplayColumns("query_rec")),
+        ...          PlannedStep("answer", "answer", Template.from_text("qa", "Q: {{query}}"))]
+        >>> serve_steps(steps, Upper("m"), {}, {}, {"query": "revenue 2023"})
+        'Q: REVENUE 2023'
+    """
+    context = dict(row)
+    for step in steps:
+        if step.replay is not None:
+            continue
+        if step.migrated:
+            step_backend, step_params = backend, params
+        else:
+            assert step.model is not None
+            step_backend, step_params = fixed[step.name], step.model.params.as_dict()
+        context[step.variable] = step_backend.generate(step.template.render(context), step_params).text
+    return str(context[steps[-1].variable])
+
+
 def _answerer(
     step: PlannedStep, backend: Backend, params: Mapping[str, Any], price: Price | None, template: Template | None, settings: RunSettings | None
 ) -> tuple[Backend, Mapping[str, Any], Price | None, Template]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from agility_mlflow.errors import InputError
 from agility_mlflow.registry._register import DATASET_COLUMNS
+from agility_mlflow.registry._served import check_sections
 
 logger = logging.getLogger("agility_mlflow")
 
@@ -249,8 +250,8 @@ def check_model(
 ) -> CheckResult:
     """Evaluate the model ``models:/NAME@ALIAS`` (or ``/VERSION``) on ``dataset`` and hold it to its registered scores.
 
-    The model's own configuration (provider, model id, prompt version, inference parameters) is
-    evaluated through the same backends as ``agility run``, in a run tagged ``agility.role = check``
+    The model's own configuration (provider, model id, prompt version, inference parameters; a
+    ``steps:`` pipeline whole, its replayed steps from the dataset) is evaluated through the same backends as ``agility run``, in a run tagged ``agility.role = check``
     (so ``agility compare`` never decides it) in the experiment it was registered from.
 
     Args:
@@ -316,11 +317,13 @@ def _check_config(
 
     dataset = dataset.resolve()
     model = model_config["model"]
+    prompts, steps = check_sections(model_config)  # a pipeline is evaluated whole, as `agility run` did
     try:
         return Config.model_validate({
             "experiment": experiment or "agility-check",
             "dataset": {"path": str(dataset), "columns": dict(columns)},
-            "prompts": [{"name": model_config["prompt_name"], "template": model_config["prompt_uri"]}],
+            "prompts": prompts,
+            "steps": steps,
             "candidates": [{"name": version.name, **model}],
             "metrics": metrics,
             "pricing": model_config.get("pricing") or {},

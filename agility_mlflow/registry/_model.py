@@ -1,7 +1,8 @@
 """The registered model's code (MLflow models-from-code): a prompt, a model and its inference parameters.
 
 ``predict`` takes a DataFrame with one column per template variable and returns one answer per row,
-through the same backend ``agility run`` used. A missing or null value is refused (a 400 when
+through the same backend ``agility run`` used. A ``steps:`` pipeline runs whole: its fixed-model steps
+call their models, and a replayed step's output is an input column (see ``_served``). A missing or null value is refused (a 400 when
 served), as ``agility run`` refuses it: it would otherwise reach the model as the text ``None``. The configuration (``model_config``) holds the provider,
 model id, endpoint options, the prompt text and version, and the parameters; never a key (only the
 name of the variable that holds it).
@@ -22,25 +23,29 @@ class AgilityModel(PythonModel):
     def load_context(self, context: Any) -> None:
         from agility_mlflow.backends import create_backend
         from agility_mlflow.config import ModelConfig, RunSettings
-        from agility_mlflow.prompts import Template
+        from agility_mlflow.pipeline import served_inputs
+        from agility_mlflow.registry._served import planned_steps
 
         config = dict(context.model_config)
-        self.template = Template.from_text(config["prompt_name"], config["template"], config.get("system"), origin=config["prompt_uri"],
-                                          format=config.get("format", "mustache"))
+        self.steps = planned_steps(config)
+        self.inputs = served_inputs(self.steps)
         self.model = ModelConfig.model_validate(config["model"])
         self.backend = create_backend(self.model, RunSettings())
+        self.fixed = {step.name: create_backend(step.model, RunSettings()) for step in self.steps if step.model is not None}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
-        inference = self.model.params.as_dict()
-        missing = sorted(self.template.variables - set(model_input.columns))
+        from agility_mlflow.pipeline import serve_steps
+
+        missing = sorted(set(self.inputs) - set(model_input.columns))
         if missing:
             raise _bad_input(f"model_input lacks the template variable(s) {', '.join(missing)}")
         rows = model_input.to_dict("records")
         for i, row in enumerate(rows, start=1):
-            empty = sorted(name for name in self.template.variables if _is_missing(row[name]))
+            empty = [name for name in self.inputs if _is_missing(row[name])]
             if empty:
                 raise _bad_input(f"model_input row {i}: template variable '{empty[0]}' is null or missing (give it a value)")
-        return [self.backend.generate(self.template.render(row), inference).text for row in rows]
+        inference = self.model.params.as_dict()
+        return [serve_steps(self.steps, self.backend, inference, self.fixed, row) for row in rows]
 
 
 def _is_missing(value: Any) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from agility_mlflow.config import Config, InferenceParams, load_config
 from agility_mlflow.errors import InputError
+from agility_mlflow.registry import _served
 
 logger = logging.getLogger("agility_mlflow")
 
@@ -106,6 +107,12 @@ def register(
     # What the run can be registered as comes first: a replayed run has no model to call, whatever its verdict.
     prompt_uri = run.data.tags[tracking.PROMPT]
     model_config = _model_config(cfg, run, prompt_uri)
+    if cfg.steps:
+        _check_same_steps(cfg, run)
+        model_config["steps"] = _served.step_entries(cfg, model_config, tracking_uri)
+        model_config["pricing"].update({s.model.model_id: cfg.pricing[s.model.model_id].model_dump()
+                                        for s in cfg.steps if s.model is not None and s.model.model_id in cfg.pricing})
+    inputs = _served.input_columns(model_config)
     if verdict["outcome"] != "pass":
         if not force:
             raise InputError(f"--run-id {run_id}: {_did_not_pass(verdict)}; pass --force to register it anyway")
@@ -125,16 +132,17 @@ def register(
         # The judge scored the judged metrics: `agility check` must ask the same one (never its key).
         **({"agility.judge": json.dumps(_judge_config(cfg))} if cfg.judge is not None else {}),
         **{f"agility.verdict.{k}": v[:5000] for k, v in verdict.items()},
+        _served.SERVED_INPUTS: json.dumps(inputs),
     }
     description = (
         f"{run.info.run_name} ({model_config['model']['provider']}:{model_config['model']['model_id']}, {prompt_uri}) "
         f"from run {run_id}; verdict: {verdict['outcome']}" + (f": {verdict['reasons']}" if verdict.get("reasons") else "")
         + ("; registered with --force although it did not pass" if force and verdict["outcome"] != "pass" else "")
+        + (f"; serves the pipeline {_pipeline_text(cfg, inputs)}; inputs: {', '.join(inputs)}" if cfg.steps else "")
     )
     with tracking.evaluation_run(experiment_id, f"register/{name}", {tracking.ROLE: "registration", REGISTERED_FROM: run_id},
                                  prompt_uri=prompt_uri) as registration_run:
-        info = tracking.log_pyfunc_model(registration_run, MODEL_CODE, model_config, code_paths=[PACKAGE_DIR],
-                                         input_columns=sorted(_variables(model_config)))
+        info = tracking.log_pyfunc_model(registration_run, MODEL_CODE, model_config, code_paths=[PACKAGE_DIR], input_columns=inputs)
     version = tracking.register_model(info.model_uri, name, alias, tags, prompt_uri, description=description[:5000])
     return Registration(name, version, alias, run_id, info.model_uri, prompt_uri)
 
@@ -262,8 +270,21 @@ def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
     }
 
 
-def _variables(model_config: Mapping[str, Any]) -> frozenset[str]:
-    from agility_mlflow.prompts import Template
+def _check_same_steps(cfg: Config, run: Any) -> None:
+    """The run's steps (its ``step.<name>.*`` metrics) are the config's: the pipeline registered is the one evaluated."""
+    logged = {key.split(".")[1] for key in run.data.metrics if key.startswith("step.")}
+    if logged != {step.name for step in cfg.steps or []}:
+        raise InputError(f"{cfg.path.name}: key 'steps': run {run.info.run_id} was evaluated with the steps {sorted(logged) or 'none'}, "
+                         f"the config has {[step.name for step in cfg.steps or []]}; register from the config that made the run")
 
-    return Template.from_text(model_config["prompt_name"], model_config["template"], model_config["system"],
-                              format=model_config.get("format", "mustache")).variables
+
+def _pipeline_text(cfg: Config, inputs: list[str]) -> str:
+    """E.g. ``metadata (replayed; not served) -> rewrite (served: input 'query') -> answer (this model)``."""
+    def how(step: Any) -> str:
+        if step.migrated:
+            return "this model"
+        if step.replay:
+            return f"served: input '{step.variable}'" if step.variable in inputs else "replayed; not served"
+        return f"{step.model.provider}:{step.model.model_id}"
+
+    return " -> ".join(f"{step.name} ({how(step)})" for step in cfg.steps or [])
