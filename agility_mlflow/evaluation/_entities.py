@@ -11,7 +11,7 @@ from agility_mlflow.pipeline import PlannedStep
 from agility_mlflow.pricing import Price
 from agility_mlflow.prompts import Template
 from agility_mlflow.runner import Outcome
-from agility_mlflow.scoring import JudgedMetric, Metric
+from agility_mlflow.scoring import Scorer
 
 CONTEXT = "context"
 HUMAN_SCORE = "human_score_source_llm"
@@ -42,14 +42,14 @@ class Project:
     config: Config
     dataset: GoldenDataset
     templates: dict[str, Template]
-    metrics: list[Metric | JudgedMetric]
+    metrics: list[Scorer]
     configurations: list[Configuration]
     recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Replayed models' rows of their ``path:`` files by sample id, by configuration name."""
 
     @property
-    def judged_metrics(self) -> list[JudgedMetric]:
-        return [m for m in self.metrics if isinstance(m, JudgedMetric)]
+    def judged_metrics(self) -> list[Scorer]:
+        return [m for m in self.metrics if m.needs_judge]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from agility_mlflow.evaluation._entities import CONTEXT, INPUT_DIGEST, Configura
 from agility_mlflow.pipeline import run_steps, step_metrics, step_names
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.runner import Outcome, Request, Runner
-from agility_mlflow.scoring import JudgedMetric, JudgeInput, Metric, judge_rows
+from agility_mlflow.scoring import JudgeInput, Scorer, judge_rows
 from agility_mlflow.scoring._judged import judge_metrics
 from agility_mlflow.scoring.stats import mean_score, run_metrics
 
@@ -20,7 +20,7 @@ def evaluate(
     configuration: Configuration,
     backend: Backend,
     dataset: GoldenDataset,
-    metrics: Sequence[Metric],
+    metrics: Sequence[Scorer],
     runner: Runner,
     pricing: dict[str, Any] | None = None,
 ) -> EvaluationResult:
@@ -34,7 +34,7 @@ def score_samples(
     configuration: Configuration,
     backend: Backend,
     samples: Sequence[dict[str, Any]],
-    metrics: Sequence[Metric | JudgedMetric],
+    metrics: Sequence[Scorer],
     runner: Runner,
     price: Price | None,
 ) -> tuple[list[Outcome], list[dict[str, Any]]]:
@@ -55,7 +55,7 @@ def score_samples(
     columns = input_columns(configuration)
     for row, sample in zip(rows, samples):
         row[INPUT_DIGEST] = input_digest(sample, columns)
-    judged = [m for m in metrics if isinstance(m, JudgedMetric)]
+    judged = [m for m in metrics if m.needs_judge]
     if judged:
         inputs = [judge_input(outcome) if outcome.generation is not None else None for outcome in outcomes]
         judge_rows(rows, inputs, judged, workers=runner.settings.concurrency)
@@ -102,7 +102,7 @@ def judge_input(outcome: Outcome) -> JudgeInput:
     return JudgeInput(str(question), outcome.generation.text, references(sample), contexts, sample)
 
 
-def aggregate(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], metrics: Sequence[Metric | JudgedMetric]) -> dict[str, float]:
+def aggregate(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], metrics: Sequence[Scorer]) -> dict[str, float]:
     """Run-level metrics: counts, latency, tokens, cost, the mean of each quality metric, the judge's usage."""
     result = run_metrics(rows)
     result["n_cache_hits"] = float(sum(o.cached for o in outcomes))
@@ -110,12 +110,12 @@ def aggregate(rows: Sequence[dict[str, Any]], outcomes: Sequence[Outcome], metri
         value = mean_score([row[metric.name] for row in rows if row["error"] is None])
         if value is not None:
             result[metric.name] = value
-    result.update(judge_metrics(rows, [m for m in metrics if isinstance(m, JudgedMetric)]))
+    result.update(judge_metrics(rows, [m for m in metrics if m.needs_judge]))
     result.update(step_metrics(rows, step_names(rows)))
     return result
 
 
-def _score(outcome: Outcome, metrics: Sequence[Metric | JudgedMetric], price: Price | None) -> dict[str, Any]:
+def _score(outcome: Outcome, metrics: Sequence[Scorer], price: Price | None) -> dict[str, Any]:
     generation = outcome.generation
     sample = outcome.request.sample
     refs = references(sample)
@@ -137,7 +137,9 @@ def _score(outcome: Outcome, metrics: Sequence[Metric | JudgedMetric], price: Pr
         "cached": outcome.cached,
         "error": outcome.error,
     }
+    # Metrics that need no judge score now; judged ones are scored after, in parallel (score_samples).
+    item = judge_input(outcome) if generation else None
     for metric in metrics:
-        if isinstance(metric, Metric):
-            row[metric.name] = metric(generation.text, refs, sample) if generation else None
+        if not metric.needs_judge:
+            row[metric.name] = metric.score(item).value if item else None
     return row

@@ -10,18 +10,16 @@ from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.evaluation._entities import Project
 from agility_mlflow.pricing import lookup_price
 from agility_mlflow.runner import Runner
-from agility_mlflow.scoring import Judge, JudgedMetric
+from agility_mlflow.scoring import Judge, get_metric
 
 logger = logging.getLogger("agility_mlflow")
 
 
 def create_judge(project: Project, runner: Runner) -> Judge | None:
-    """The project's judge (``None`` when no metric needs one), bound into its judged metrics.
+    """The project's judge (``None`` when no metric needs one); the project's judged metrics are rebuilt with it.
 
     The judge's backend is built like a candidate's, so a missing key fails before any run.
     """
-    import dataclasses
-
     from agility_mlflow.scoring._embeddings import Embedder
 
     cfg = project.config
@@ -30,7 +28,8 @@ def create_judge(project: Project, runner: Runner) -> Judge | None:
     judge = build_judge(cfg, runner)
     embeddings = cfg.judge.embeddings
     judge.embedder = Embedder(embeddings, runner, lookup_price(embeddings.provider, embeddings.model_id, cfg.price_overrides()))
-    project.metrics = [dataclasses.replace(m, judge=judge) if isinstance(m, JudgedMetric) else m for m in project.metrics]
+    # Judged metrics are built with the judge that scores them (string metrics ignore it).
+    project.metrics = [get_metric(m.name, judge=judge) for m in project.metrics]
     return judge
 
 

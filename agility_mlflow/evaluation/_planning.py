@@ -16,7 +16,7 @@ from agility_mlflow.pipeline import PlannedStep
 from agility_mlflow.pricing import lookup_price
 from agility_mlflow.prompts import Template, load_template
 from agility_mlflow.recorded import recorded_outputs
-from agility_mlflow.scoring import JudgedMetric, get_metric
+from agility_mlflow.scoring import Scorer, get_metric
 from agility_mlflow.scoring._deepeval import GEVAL_PREFIX
 
 
@@ -68,7 +68,7 @@ def prepare(
     for metric in metrics:
         if metric.needs_reference:
             require([GROUND_TRUTH], f"metric '{metric.name}'")
-        if isinstance(metric, JudgedMetric):
+        if metric.needs_judge:
             with problems.collect():
                 _check_judged(config, dataset, metric)
     configurations = _plan(config, dataset, templates, candidates, with_source)
@@ -108,7 +108,7 @@ def _planned_steps(config: Config, templates: dict[str, Template]) -> tuple[Plan
     return tuple(planned)
 
 
-def _check_judged(config: Config, dataset: GoldenDataset, metric: JudgedMetric) -> None:
+def _check_judged(config: Config, dataset: GoldenDataset, metric: Scorer) -> None:
     """A judged metric needs a ``judge:``, its library, and (for some) the ``context`` column: fail before any call."""
     import importlib.util
 

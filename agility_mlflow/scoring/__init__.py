@@ -1,7 +1,9 @@
 """Quality metrics: each a named per-sample score, selected by name in the config's ``metrics:``.
 
-String metrics score an answer on their own; judged metrics (``llm_judge``, Ragas, DeepEval) ask the
-``judge:`` model and are scored after generation by :func:`judge_rows`.
+Every metric is a :class:`Scorer`: it states what it needs (a reference, a context, a judge) and
+scores one sample. String metrics score an answer on their own; judged metrics (``llm_judge``, Ragas,
+DeepEval) are built with the ``judge:`` model (``get_metric(name, judge=judge)``) and are scored after
+generation by :func:`judge_rows`.
 
 Example:
     >>> get_metric("exact_match")("The answer is 42.", ["the answer is 42"], {})
@@ -11,8 +13,9 @@ Example:
 """
 
 from agility_mlflow.scoring._judge import Judge, JudgeReplyError, model_family, parse_json
-from agility_mlflow.scoring._judged import JudgedMetric, JudgedScore, JudgeInput, judge_rows
+from agility_mlflow.scoring._judged import JudgedMetric, judge_rows
 from agility_mlflow.scoring._metric import Metric, get_metric, metric, metric_names
+from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
 
 __all__ = [
     "Judge",
@@ -21,6 +24,7 @@ __all__ = [
     "JudgedMetric",
     "JudgedScore",
     "Metric",
+    "Scorer",
     "get_metric",
     "judge_rows",
     "metric",

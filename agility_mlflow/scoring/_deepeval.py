@@ -14,10 +14,14 @@ import contextlib
 import functools
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agility_mlflow.errors import InputError
-from agility_mlflow.scoring._judged import JudgedMetric, JudgedScore, JudgeInput
+from agility_mlflow.scoring._judged import JudgedMetric
+from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput
+
+if TYPE_CHECKING:
+    from agility_mlflow.scoring._judge import Judge
 
 GEVAL_PREFIX = "geval_"
 
@@ -33,24 +37,24 @@ _METRICS: dict[str, tuple[str, bool, bool, bool]] = {
 DEEPEVAL_METRICS = tuple(_METRICS)
 
 
-def deepeval_metric(name: str) -> JudgedMetric:
-    """The judged DeepEval metric ``name``: one of :data:`DEEPEVAL_METRICS` or ``geval_<criteria name>``."""
+def deepeval_metric(name: str, judge: Judge | None = None) -> JudgedMetric:
+    """The judged DeepEval metric ``name``, scored by ``judge``: one of :data:`DEEPEVAL_METRICS` or ``geval_<criteria name>``."""
     if name.startswith(GEVAL_PREFIX):
-        return _geval(name)
+        return _geval(name, judge)
     class_name, needs_reference, needs_context, higher_is_better = _METRICS[name]
 
-    def score(item: JudgeInput, judge: Any) -> JudgedScore:
+    def score(item: JudgeInput, judge: Judge) -> JudgedScore:
         module = _deepeval()
         metric = getattr(module.metrics, class_name)(model=deepeval_model(judge), async_mode=False, include_reason=True)
         return _measure(metric, item)
 
-    return JudgedMetric(name, "deepeval", score, needs_reference, needs_context, higher_is_better)
+    return JudgedMetric(name, "deepeval", score, needs_reference, needs_context, higher_is_better, judge=judge)
 
 
-def _geval(name: str) -> JudgedMetric:
+def _geval(name: str, judge: Judge | None) -> JudgedMetric:
     criteria_name = name.removeprefix(GEVAL_PREFIX)
 
-    def score(item: JudgeInput, judge: Any) -> JudgedScore:
+    def score(item: JudgeInput, judge: Judge) -> JudgedScore:
         criteria = judge.config.geval.get(criteria_name)
         if criteria is None:  # prepare() checks this up front; kept for direct callers
             raise InputError(f"metric '{name}': add its criteria under judge.geval.{criteria_name}")
@@ -61,7 +65,7 @@ def _geval(name: str) -> JudgedMetric:
                                       model=deepeval_model(judge), async_mode=False)
         return _measure(metric, item)
 
-    return JudgedMetric(name, "deepeval", score)
+    return JudgedMetric(name, "deepeval", score, judge=judge)
 
 
 def _measure(metric: Any, item: JudgeInput) -> JudgedScore:

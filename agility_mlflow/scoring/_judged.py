@@ -13,72 +13,57 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agility_mlflow.errors import AgilityError, ProviderError
+from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
+
+if TYPE_CHECKING:
+    from agility_mlflow.scoring._judge import Judge
 
 logger = logging.getLogger("agility_mlflow")
 
 
-@dataclass(frozen=True)
-class JudgeInput:
-    """What a judge sees of one sample.
-
-    Attributes:
-        question: The user's question (the ``question`` column, else the rendered user message).
-        answer: The answer being judged.
-        references: Ground-truth answers (may be empty: judges that need none still run).
-        contexts: Retrieved passages (the ``context`` column), for faithfulness and context metrics.
-        sample: The whole dataset row.
-    """
-
-    question: str
-    answer: str
-    references: Sequence[str] = ()
-    contexts: Sequence[str] = ()
-    sample: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def reference(self) -> str | None:
-        return self.references[0] if self.references else None
-
-
-@dataclass(frozen=True)
-class JudgedScore:
-    value: float | None
-    reasoning: str | None = None
-
-
-ScoreWithJudge = Callable[[JudgeInput, Any], JudgedScore]
+ScoreWithJudge = Callable[[JudgeInput, "Judge"], JudgedScore]
 
 
 @dataclass(frozen=True)
 class JudgedMetric:
-    """A per-sample score that needs a judge model.
+    """A per-sample score that needs a judge model, built with the judge that scores it.
 
     Attributes:
         name: The MLflow metric name and results column.
         family: ``llm_judge``, ``ragas`` or ``deepeval`` (the extra to install for the latter two).
-        score: ``(JudgeInput, Judge) -> JudgedScore``.
+        fn: ``(JudgeInput, Judge) -> JudgedScore``.
         needs_reference: Samples without ``answer_ground_truth`` cannot be scored.
         needs_context: Samples without ``context`` cannot be scored.
         higher_is_better: Direction for comparisons and sweeps.
         scale: ``(low, high)`` of the score, for calibration and the report.
+        judge: The judge that scores it; ``None`` only for a metric built to read its needs (``prepare`` does).
     """
 
     name: str
     family: str
-    score: ScoreWithJudge
+    fn: ScoreWithJudge
     needs_reference: bool = False
     needs_context: bool = False
     higher_is_better: bool = True
     scale: tuple[float, float] = (0.0, 1.0)
-    judge: Any = field(default=None, compare=False, repr=False)
-    """The judge that scores it, bound by ``evaluation.create_judge``."""
+    judge: Judge | None = field(default=None, compare=False, repr=False)
 
     @property
-    def columns(self) -> tuple[str, str, str]:
-        return self.name, f"{self.name}_reasoning", f"{self.name}_error"
+    def needs_judge(self) -> bool:
+        return True
+
+    def score(self, item: JudgeInput) -> JudgedScore:
+        """The judge's score of one answered sample."""
+        if self.judge is None:
+            raise AgilityError(f"metric '{self.name}' was built without a judge: get_metric('{self.name}', judge=...)")
+        return self.fn(item, self.judge)
+
+
+def _columns(metric: Scorer) -> tuple[str, str, str]:
+    return metric.name, f"{metric.name}_reasoning", f"{metric.name}_error"
 
 
 JUDGE_COLUMNS = ("judge_calls", "judge_cached", "judge_input_tokens", "judge_output_tokens", "judge_cost_usd", "judge_malformed")
@@ -87,7 +72,7 @@ JUDGE_COLUMNS = ("judge_calls", "judge_cached", "judge_input_tokens", "judge_out
 def judge_rows(
     rows: Sequence[dict[str, Any]],
     inputs: Sequence[JudgeInput | None],
-    metrics: Sequence[JudgedMetric],
+    metrics: Sequence[Scorer],
     *,
     workers: int = 4,
 ) -> None:
@@ -95,23 +80,23 @@ def judge_rows(
 
     ``inputs[i]`` is ``None`` for a row whose answer failed: it gets no judge call. Each row gains
     the metric columns and :data:`JUDGE_COLUMNS` (what judging that sample took). Each metric
-    must have its ``judge`` bound.
+    must have been built with its judge.
     """
     from agility_mlflow.scoring._judge import JudgeUsage, current_sample, current_usage
 
     if not metrics:
         return
     for metric in metrics:
-        if metric.judge is None:
-            raise AgilityError(f"metric '{metric.name}' has no judge bound (evaluation.create_judge binds it)")
+        if metric.needs_judge and metric.judge is None:
+            raise AgilityError(f"metric '{metric.name}' was built without a judge: get_metric('{metric.name}', judge=...)")
     usages = [JudgeUsage() for _ in rows]
     for row in rows:
         for metric in metrics:
-            for column in metric.columns:
+            for column in _columns(metric):
                 row.setdefault(column, None)
     jobs = [(i, metric) for metric in metrics for i, item in enumerate(inputs) if item is not None]
 
-    def score(job: tuple[int, JudgedMetric]) -> None:
+    def score(job: tuple[int, Scorer]) -> None:
         i, metric = job
         item = inputs[i]
         assert item is not None
@@ -124,7 +109,7 @@ def judge_rows(
             token = current_usage.set(usages[i])
             sample_token = current_sample.set(item)
             try:
-                result = metric.score(item, metric.judge)
+                result = metric.score(item)
                 value, reasoning = result.value, result.reasoning
             except ProviderError:
                 raise  # a judge that cannot be called at all fails the run, as a candidate would
@@ -147,7 +132,7 @@ def judge_rows(
             logger.warning("%s: %d sample(s) not scored; first: %s", metric.name, len(errors), errors[0])
 
 
-def judge_metrics(rows: Sequence[Mapping[str, Any]], metrics: Sequence[JudgedMetric]) -> dict[str, float]:
+def judge_metrics(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Scorer]) -> dict[str, float]:
     """Run-level judge figures: ``<name>_n_errors`` per metric, and the judge's calls, tokens and cost.
 
     ``judge_cost_usd_total`` is left out when the judge's price is unknown (never reported as 0).

@@ -13,9 +13,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agility_mlflow.scoring._judged import JudgedScore, JudgeInput
+from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput
+
+if TYPE_CHECKING:
+    from agility_mlflow.scoring._judge import Judge
 
 DEFAULT_CRITERIA = (
     "correctness (does it agree with the reference answer, with no wrong facts or figures), "
@@ -77,7 +80,7 @@ def validate_verdict(value: Any) -> tuple[float, str]:
     return score, reasoning.strip()
 
 
-def score_llm_judge(item: JudgeInput, judge: Any) -> JudgedScore:
+def score_llm_judge(item: JudgeInput, judge: Judge) -> JudgedScore:
     """One sample's 1-10 verdict from ``judge`` (asked again when its reply is malformed)."""
     messages = judge_messages(item, criteria=judge.config.criteria, style_guide=judge.style_guide)
     score, reasoning = judge.structured(messages, VERDICT_SCHEMA, validate_verdict)

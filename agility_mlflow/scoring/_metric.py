@@ -5,18 +5,22 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agility_mlflow.errors import InputError
 from agility_mlflow.scoring._deepeval import DEEPEVAL_METRICS, GEVAL_PREFIX, deepeval_metric
 from agility_mlflow.scoring._judged import JudgedMetric
+from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
+
+if TYPE_CHECKING:
+    from agility_mlflow.scoring._judge import Judge
 
 ScoreFn = Callable[[str, Sequence[str], Mapping[str, Any]], "float | None"]
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A named per-sample score.
+    """A named per-sample score computed from the answer alone (a :class:`Scorer` that needs no judge).
 
     Calling it with ``(output, references, sample)`` returns a float, or ``None`` when the metric
     does not apply to that sample (e.g. ``numeric_match`` on a reference without numbers). ``None``
@@ -34,11 +38,23 @@ class Metric:
     needs_reference: bool = True
     higher_is_better: bool = True
 
+    family = "string"
+    needs_context = False
+    needs_judge = False
+    judge = None
+
     def __call__(self, output: str, references: Sequence[str], sample: Mapping[str, Any]) -> float | None:
         return self.fn(output, references, sample)
 
+    def score(self, item: JudgeInput) -> JudgedScore:
+        """The score of one answered sample."""
+        return JudgedScore(self.fn(item.answer, item.references, item.sample))
 
-_FACTORIES: dict[str, Callable[[], Metric | JudgedMetric]] = {}
+
+Factory = Callable[["Judge | None"], Scorer]
+"""Builds a metric with its judge (ignored by metrics that need none)."""
+
+_FACTORIES: dict[str, Factory] = {}
 
 
 def metric(name: str, *, needs_reference: bool = True, higher_is_better: bool = True) -> Callable[[ScoreFn], ScoreFn]:
@@ -53,14 +69,20 @@ def metric(name: str, *, needs_reference: bool = True, higher_is_better: bool = 
     """
 
     def register(fn: ScoreFn) -> ScoreFn:
-        _FACTORIES[name] = lambda: Metric(name, fn, needs_reference, higher_is_better)
+        def factory(judge: Judge | None = None) -> Scorer:
+            return Metric(name, fn, needs_reference, higher_is_better)
+
+        _FACTORIES[name] = factory
         return fn
 
     return register
 
 
-def get_metric(name: str) -> Metric | JudgedMetric:
-    """The metric registered as ``name``; an :class:`InputError` listing the known names otherwise.
+def get_metric(name: str, judge: Judge | None = None) -> Scorer:
+    """The metric registered as ``name``, built with ``judge`` if it needs one; an :class:`InputError` listing the known names otherwise.
+
+    A judged metric built without a judge states its needs but cannot score (``prepare`` reads the
+    needs before any judge exists).
 
     Example:
         >>> get_metric("llm_judge").family, get_metric("geval_conciseness").family
@@ -68,11 +90,11 @@ def get_metric(name: str) -> Metric | JudgedMetric:
     """
     _load_builtins()
     if name.startswith(GEVAL_PREFIX) and len(name) > len(GEVAL_PREFIX):
-        return deepeval_metric(name)
+        return deepeval_metric(name, judge)
     if name not in _FACTORIES:
         known = ", ".join(sorted(_FACTORIES) + [f"{GEVAL_PREFIX}<name>"])
         raise InputError(f"unknown metric '{name}' (known: {known})")
-    return _FACTORIES[name]()
+    return _FACTORIES[name](judge)
 
 
 def metric_names() -> list[str]:
@@ -88,12 +110,19 @@ def _load_builtins() -> None:
     if "llm_judge" in _FACTORIES:
         return
     from agility_mlflow.scoring._llm_judge import score_llm_judge
-    from agility_mlflow.scoring._ragas import RAGAS_METRICS, STRING_METRICS, ragas_metric, string_metric_score
+    from agility_mlflow.scoring._ragas import RAGAS_METRICS, STRING_METRICS, ragas_metric
 
-    _FACTORIES["llm_judge"] = lambda: JudgedMetric("llm_judge", "llm_judge", score_llm_judge, scale=(1.0, 10.0))
+    _FACTORIES["llm_judge"] = lambda judge: JudgedMetric("llm_judge", "llm_judge", score_llm_judge, scale=(1.0, 10.0), judge=judge)
     for name in RAGAS_METRICS:
         _FACTORIES[name] = functools.partial(ragas_metric, name)
     for name in DEEPEVAL_METRICS:
         _FACTORIES[name] = functools.partial(deepeval_metric, name)
     for name in STRING_METRICS:
-        _FACTORIES[name] = functools.partial(Metric, name, string_metric_score(name))
+        _FACTORIES[name] = functools.partial(_string_metric, name)
+
+
+def _string_metric(name: str, judge: Judge | None = None) -> Scorer:
+    """One of Ragas's string metrics: scored without a judge."""
+    from agility_mlflow.scoring._ragas import string_metric_score
+
+    return Metric(name, string_metric_score(name))

@@ -12,10 +12,14 @@ import asyncio
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agility_mlflow.errors import InputError
-from agility_mlflow.scoring._judged import JudgedMetric, JudgedScore, JudgeInput
+from agility_mlflow.scoring._judged import JudgedMetric
+from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput
+
+if TYPE_CHECKING:
+    from agility_mlflow.scoring._judge import Judge
 
 # name -> (ragas class, needs LLM, needs embeddings, ascore arguments from the sample)
 _Args = Callable[[JudgeInput], dict[str, Any]]
@@ -43,11 +47,11 @@ STRING_METRICS = {
 }
 
 
-def ragas_metric(name: str) -> JudgedMetric:
-    """The judged Ragas metric ``name`` (one of :data:`_LLM_METRICS`)."""
+def ragas_metric(name: str, judge: Judge | None = None) -> JudgedMetric:
+    """The judged Ragas metric ``name`` (one of :data:`_LLM_METRICS`), scored by ``judge``."""
     class_name, uses_llm, uses_embeddings, arguments, needs_reference, needs_context = _LLM_METRICS[name]
 
-    def score(item: JudgeInput, judge: Any) -> JudgedScore:
+    def score(item: JudgeInput, judge: Judge) -> JudgedScore:
         module = _ragas_collections()
         components: dict[str, Any] = {}
         if uses_llm:
@@ -57,7 +61,7 @@ def ragas_metric(name: str) -> JudgedMetric:
         result = getattr(module, class_name)(**components).score(**arguments(item))
         return JudgedScore(_finite(result.value, name), _reason(result))
 
-    return JudgedMetric(name, "ragas", score, needs_reference=needs_reference, needs_context=needs_context)
+    return JudgedMetric(name, "ragas", score, needs_reference=needs_reference, needs_context=needs_context, judge=judge)
 
 
 def string_metric_score(name: str) -> Callable[[str, Any, Any], float | None]:
