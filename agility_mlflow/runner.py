@@ -244,7 +244,6 @@ class Runner:
         if todo:
             tickets = []
             answers: list[Generation | str] = []
-            started = time.time_ns()
             try:
                 for i in todo:  # a spend limit refuses the whole job before it is submitted, never half of it
                     tickets.append(self.guard.reserve(backend, params, requests[i].messages) if self.guard is not None else None)
@@ -256,14 +255,14 @@ class Runner:
                     for n, ticket in enumerate(tickets):
                         answer = answers[n] if n < len(answers) else None
                         self.guard.settle(ticket, answer if isinstance(answer, Generation) else None)
-            ended = time.time_ns()
+            # No start and end times: a sample's trace must not show the whole job's hours as its duration.
             for i, answer in zip(todo, answers):
                 if isinstance(answer, Generation):
                     if keys[i] is not None:
                         self.cache.put(keys[i], answer)  # type: ignore[union-attr, arg-type]
-                    outcomes[i] = Outcome(requests[i], answer, attempts=1, started_ns=started, ended_ns=ended)
+                    outcomes[i] = Outcome(requests[i], answer, attempts=1)
                 else:
-                    outcomes[i] = Outcome(requests[i], None, answer, attempts=1, started_ns=started, ended_ns=ended)
+                    outcomes[i] = Outcome(requests[i], None, answer, attempts=1)
         return [o for o in outcomes if o is not None]
 
     def _one(

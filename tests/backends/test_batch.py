@@ -90,6 +90,8 @@ def test_bedrock_batch_job_fills_the_per_sample_rows_at_batch_prices(bedrock_bat
     assert {row["latency_s"] for row in ok} == {None} and {row["ttft_s"] for row in ok} == {None}
     assert not {"latency_p50_s", "latency_p95_s", "latency_mean_s", "ttft_p50_s"} & set(metrics)
     assert (params["mode"], params["latency"]) == ("batch", "not measured (batch inference)")
+    traces = MlflowClient().search_traces(locations=[run.info.experiment_id], run_id=summary.run_id, max_results=200)
+    assert len(traces) == 100 and {t.info.execution_time_ms for t in traces} == {0}  # never the job's wall time as a sample's
     # Tokens from the outputs, priced at the batch rate: half the configured on-demand price.
     assert rows["s000"]["input_tokens"] == 4 and rows["s000"]["output_tokens"] == 4
     assert (float(params["price_input_usd_per_mtok"]), float(params["price_output_usd_per_mtok"])) == (0.5, 1.0)
