@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import socket
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -20,6 +22,7 @@ from agility_mlflow._process import process_alive
 from agility_mlflow.config import SweepConfig
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HOST_ATTR = "agility.host"
 PID_ATTR = "agility.pid"
@@ -266,3 +269,56 @@ def trials_to_ask(study: optuna.Study, total_trials: int) -> int:
     """
     started = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
     return max(total_trials - sum(holds_place(t) for t in started), 0)
+
+
+def first_worker_first(study: optuna.Study, key: str, action: Callable[[], T], *, timeout_s: float = 600.0, poll_s: float = 0.2) -> T:
+    """Run ``action`` in the first worker of the study to get here; the others wait until it is done, then run it too.
+
+    For an action that reuses what an earlier call made (search, then create: the source run), workers
+    starting together then create it once. The claim is atomic in the storage: the study attribute
+    ``key`` is a row unique per study, so of two workers inserting it one fails, on PostgreSQL and
+    sqlite alike. A waiter stops waiting when the first worker is done (or failed), when its process is
+    gone (same host), or after ``timeout_s``. A storage that is not a database runs ``action`` at once.
+
+    Example:
+        >>> study = optuna.create_study(storage="sqlite:///:memory:")
+        >>> first_worker_first(study, "agility.demo", lambda: "made"), study._storage.get_study_system_attrs(study._study_id)["agility.demo"]["done"]
+        ('made', 'ok')
+    """
+    rdb = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        return action()
+    claim = {HOST_ATTR: socket.gethostname(), PID_ATTR: os.getpid(), "token": uuid.uuid4().hex}
+    if _insert_once(rdb, study._study_id, key, claim):
+        try:
+            result = action()
+        except BaseException:
+            rdb.set_study_system_attr(study._study_id, key, {**claim, "done": "failed"})  # the others then try it themselves
+            raise
+        rdb.set_study_system_attr(study._study_id, key, {**claim, "done": "ok"})
+        return result
+    waited = 0.0
+    while True:
+        holder = rdb.get_study_system_attrs(study._study_id).get(key) or {}
+        gone = holder.get(HOST_ATTR) == claim[HOST_ATTR] and not process_alive(int(holder.get(PID_ATTR, 0)))
+        if holder.get("done") or gone or waited >= timeout_s:
+            return action()
+        time.sleep(poll_s)
+        waited += poll_s
+
+
+def _insert_once(rdb: optuna.storages.RDBStorage, study_id: int, key: str, value: dict[str, Any]) -> bool:
+    """Insert the study attribute; ``False`` when it exists (Optuna's own setter would overwrite it)."""
+    from optuna.storages._rdb import models
+    from sqlalchemy.exc import IntegrityError
+
+    session = rdb.scoped_session()
+    try:
+        session.add(models.StudySystemAttributeModel(study_id=study_id, key=key, value_json=json.dumps(value)))
+        session.commit()
+        return True
+    except IntegrityError:
+        session.rollback()
+        return False
+    finally:
+        session.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -144,7 +145,8 @@ def run_sweep(
         logger.warning("trial %d was left RUNNING by a worker that died: marked FAIL", number)
     _fail_runs_of_failed_trials(study)
 
-    source_run_id = source_run(project, runner, experiment_id)
+    # Workers starting together would each log the source run: the first logs it, the others wait and reuse it.
+    source_run_id = _study.first_worker_first(study, _source_key(project), lambda: source_run(project, runner, experiment_id))
     source_metrics = None
     if any(c.uses_source for c in constraints):
         if source_run_id is None:
@@ -204,6 +206,17 @@ def _stop_for_budget(plan: _Plan, study: optuna.Study | None, message: str) -> N
 def _quiet_refused_claims(record: logging.LogRecord) -> bool:
     """Optuna reports a trial refused its place as failed; it never ran, so say nothing (the worker logs why it stops)."""
     return "ClaimRefused" not in record.getMessage()
+
+
+def _source_key(project: Project) -> str:
+    """The study attribute that orders the workers logging this dataset's source run (its identity, hashed)."""
+    import hashlib
+
+    source = next((c for c in project.configurations if c.role == "source"), None)
+    identity = [project.dataset.digest, len(project.dataset.rows), sorted(m.name for m in project.metrics)]
+    if source is not None:
+        identity += [source.model.provider, source.model.model_id, source.template.registry_template()]
+    return "agility.source_run." + hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:16]
 
 
 def _current_tracking_uri() -> str:

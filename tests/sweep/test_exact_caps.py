@@ -143,6 +143,10 @@ def test_n_trials_is_exact_for_three_worker_processes(tmp_path: Path, tracking: 
     assert len(trial_runs) == 6 and {r.info.status for r in trial_runs} == {"FINISHED"}
     assert all(re.search(r"study \S+: 6 trials", r.stdout) for r in results), [r.stdout for r in results]
     assert not any("failed with parameters" in r.stderr for r in results)
+    # Started together, the workers log one source run between them: the first logs it, the others reuse it.
+    (source,) = client.search_runs([experiment.experiment_id], filter_string="tags.`agility.role` = 'source'")
+    assert source.info.status == "FINISHED"
+    assert all(f"source run {source.info.run_id}" in r.stdout for r in results), [r.stdout for r in results]
 
 
 def test_budget_with_judge_calls_is_never_crossed_by_two_workers(tmp_path: Path, tracking: str, postgres_url: str) -> None:
