@@ -319,7 +319,8 @@ def _evaluate_in_slices(plan: _Plan, configuration: Configuration, backend: Back
     rows_all = plan.project.dataset.rows
     pricing = plan.project.config.price_overrides()
     price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing, configuration.model.mode)
-    size = math.ceil(len(rows_all) / plan.sweep.slices)
+    # A batch candidate's trial is one job: slices would be jobs each (under a provider's minimum, and hours apart).
+    size = len(rows_all) if configuration.model.mode == "batch" else math.ceil(len(rows_all) / plan.sweep.slices)
     outcomes, rows = [], []
     for step, start in enumerate(range(0, len(rows_all), size)):
         o, r = score_samples(configuration, backend, rows_all[start : start + size], plan.project.metrics, plan.runner, price)

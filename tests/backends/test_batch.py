@@ -162,12 +162,12 @@ def openai_batch() -> Iterator[OpenAIStandIn]:
     server.stop()
 
 
-def _openai_project(directory: Path, base_url: str, poll_s: float = 0.01) -> Path:
+def _openai_project(directory: Path, base_url: str, poll_s: float = 0.01, **overrides: Any) -> Path:
     candidate = {"name": "mini-batch", "provider": "openai", "model_id": "gpt-4o-mini", "base_url": base_url, "api_key": "sk-test",
                  "mode": "batch", "poll_s": poll_s, "params": {"max_tokens": 32}}
     return write_project(directory, rows=_rows(20), candidates=[candidate], prompts=[{"name": "qa", "template": "{{question}}"}],
                          metrics=["exact_match"], source=None,
-                         pricing={"gpt-4o-mini": {"input": 0.15, "output": 0.60, "batch_input": 0.05, "batch_output": 0.25}})
+                         pricing={"gpt-4o-mini": {"input": 0.15, "output": 0.60, "batch_input": 0.05, "batch_output": 0.25}}, **overrides)
 
 
 def test_openai_batch_reads_output_and_error_files_into_rows(openai_batch: OpenAIStandIn, tmp_path: Path) -> None:
@@ -212,3 +212,14 @@ def test_a_killed_openai_batch_run_resumes_by_batch_id(openai_batch: OpenAIStand
     assert openai_batch.batch_lists == 1  # resumed by its saved id: only the first submission looked for an orphaned batch
     metrics = MlflowClient().get_run(summary.run_id).data.metrics
     assert (metrics["n_samples"], metrics["n_errors"]) == (20, 1) and not math.isnan(metrics["cost_usd_total"])
+
+
+def test_a_sweep_trial_of_a_batch_candidate_is_one_job(openai_batch: OpenAIStandIn, tmp_path: Path) -> None:
+    from agility_mlflow.sweep import run_sweep
+
+    settings = {"params": {"max_tokens": {"choices": [16, 32]}}, "objective": "exact_match", "slices": 4, "n_trials": 2, "sampler": "grid"}
+    config = _openai_project(tmp_path, openai_batch.base_url, sweep=settings)  # type: ignore[attr-defined]
+    result = run_sweep(config, storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False)
+    assert result.n_trials == 2
+    assert openai_batch.batch_submissions == 2  # one job per trial, not one per slice
+    assert sorted(len(openai_batch.files[b["input_file_id"]].splitlines()) for b in openai_batch.batches.values()) == [20, 20]
