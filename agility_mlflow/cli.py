@@ -65,11 +65,18 @@ def _setup_logging(verbose: bool) -> None:
 class _OneLineErrors(click.Group):
     """Bad arguments get one line on stderr, ``error: ...`` with exit code 2, like every other bad input."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             click.echo(f"error: {exc.format_message()}{hint}", err=True)
@@ -111,7 +118,7 @@ def run_command(config: str, tracking_uri: str | None, limit: int | None, candid
         config, tracking_uri=tracking_uri, limit=limit, candidates=list(candidates) or None, parent_run_id=parent_run_id,
         budget_usd=budget_usd,
     )
-    metric_names = load_config(config).metrics
+    metric_names = load_config(config).metric_names
     click.echo(summary_table(summaries, metric_names))
 
 
@@ -196,7 +203,7 @@ def optimize_command(config: str, prompt: str, candidate: str, budget_usd: float
 def _quality_names(config: str) -> list[str]:
     from agility_mlflow.config import load_config
 
-    return list(load_config(config).metrics)
+    return list(load_config(config).metric_names)
 
 
 @main.command("compare")

@@ -380,6 +380,11 @@ class OptimizeConfig(_Strict):
     seed: int = 0
 
 
+# The runs a comparison can decide: ``agility run`` candidates and ``agility sweep`` trials.
+RunRole = Literal["candidate", "trial"]
+_RUN_ROLES: tuple[RunRole, ...] = ("candidate", "trial")
+
+
 class DecisionConfig(_Strict):
     """The ``decision:`` section: when a candidate may replace the source (``agility compare``).
 
@@ -415,7 +420,7 @@ class DecisionConfig(_Strict):
     tie_break: list[str] = Field(default_factory=lambda: ["quality", "cost_usd_per_sample", "latency_p95_s"], min_length=1)
     """Order that picks the winner among passing candidates: ``quality`` (the first primary metric)
     or any run metric name."""
-    roles: list[Literal["candidate", "trial"]] = Field(default_factory=lambda: ["candidate", "trial"])
+    roles: list[RunRole] = Field(default_factory=lambda: list(_RUN_ROLES))
     """Which runs compete: ``agility run`` candidates, ``agility sweep`` trials, or both."""
     max_runs: int = Field(50, ge=1)
     """Decide at most this many runs (the best by the first primary metric); the rest are listed only."""
@@ -577,6 +582,13 @@ class Config(_Strict):
             if err["type"] == "literal_error":
                 raise ValueError(f"unknown preset {err['input']!r} (known: {', '.join(METRIC_PRESETS)})") from None
             raise ValueError(f"{where}: {err['msg']}") from None
+
+    @property
+    def metric_names(self) -> list[str]:
+        """``metrics:`` as names (validation resolves a preset into them once)."""
+        if isinstance(self.metrics, MetricPreset):
+            return self.metrics.names(with_judge=self.judge is not None)
+        return self.metrics
 
     @model_validator(mode="after")
     def _cross_references(self) -> Config:

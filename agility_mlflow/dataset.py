@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from agility_mlflow.errors import InputError, Problems
 
@@ -113,7 +113,9 @@ class GoldenDataset:
         with self._lock:
             if self._rows is None:
                 report: Report = (lambda message: None) if self._lenient else None
-                self._rows = list(itertools.islice(_validated_rows(self.path, self.renames, report), self._limit))
+                rows = itertools.islice(_validated_rows(self.path, self.renames, report), self._limit)
+                # Lenient: an unreadable record stays as None (already reported); _numbered_rows skips it.
+                self._rows = cast("list[dict[str, Any]]", list(rows))
             return self._rows
 
     def head(self, n: int | None) -> GoldenDataset:

@@ -102,13 +102,13 @@ def run_steps(
             })
     combined = []
     for i, sample in enumerate(samples):
-        outcome = last[i]
-        assert outcome is not None
-        request = Request(str(sample["sample_id"]), outcome.request.messages, contexts[i])
+        final = last[i]
+        assert final is not None  # every sample reached the first step
+        request = Request(str(sample["sample_id"]), final.request.messages, contexts[i])
         if errors[i] is not None:
-            combined.append(replace(outcome, request=request, generation=None, error=errors[i]))
+            combined.append(replace(final, request=request, generation=None, error=errors[i]))
         else:
-            combined.append(replace(outcome, request=request, generation=_combine(generations[i])))
+            combined.append(replace(final, request=request, generation=_combine(generations[i])))
         for step in steps:  # every row has every step's columns, empty where the sample stopped before it
             for field in STEP_FIELDS:
                 columns[i].setdefault(f"step.{step.name}.{field}", None)
@@ -233,7 +233,7 @@ def step_metrics(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dic
             values = [row[f"{key}.{field}"] for row in answered if row.get(f"{key}.{field}") is not None]
             if values:
                 result[f"{key}.{field}_mean"] = float(np.mean(values))
-        costs = [row.get(f"{key}.cost_usd") for row in answered]
-        if costs and all(c is not None for c in costs):
+        costs = [c for row in answered if (c := row.get(f"{key}.cost_usd")) is not None]
+        if answered and len(costs) == len(answered):
             result[f"{key}.cost_usd_total"] = float(sum(costs))
     return result

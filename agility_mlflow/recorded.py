@@ -56,10 +56,10 @@ def recorded_outputs(
         InputError: A missing file or column, a value that is not a number, or ids present on one side only.
     """
     columns = replay_columns(model)
-    numbers = {columns.latency: float, columns.ttft: float, columns.input_tokens: int, columns.output_tokens: int}
+    kinds = {columns.latency: float, columns.ttft: float, columns.input_tokens: int, columns.output_tokens: int}
     # The source's own columns are numbers already (the dataset converts them, a gap is "not measured");
     # columns named in ``columns:`` are checked and converted here, a gap included.
-    numbers = {column: kind for column, kind in numbers.items() if column} if model.columns is not None else {}
+    numbers: dict[str, type] = {column: kind for column, kind in kinds.items() if column} if model.columns is not None else {}
     why = f"the replayed model '{name}'"
     if model.path is None:
         dataset.require([columns.output], why)
@@ -72,7 +72,7 @@ def recorded_outputs(
     recorded = load_dataset(path, {SAMPLE_ID: id_column} if id_column != SAMPLE_ID else None)
     recorded.require([columns.output], why)
     recorded.require_numbers(numbers, why)
-    table = {str(row[SAMPLE_ID]): row for row in recorded.rows}
+    table: dict[str, Mapping[str, Any]] = {str(row[SAMPLE_ID]): row for row in recorded.rows}
     golden_ids = [str(row[SAMPLE_ID]) for row in dataset.rows]
     missing = [i for i in golden_ids if i not in table]
     if missing:

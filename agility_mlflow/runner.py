@@ -180,10 +180,11 @@ class Runner:
         completion order), while the other calls run: work done there overlaps them.
         """
         if isinstance(backend, BatchBackend):
-            outcomes = self._run_batch(backend, params, requests, description)
-            for index, outcome in enumerate(outcomes) if on_outcome is not None else ():
-                on_outcome(index, outcome)
-            return outcomes
+            answered = self._run_batch(backend, params, requests, description)
+            if on_outcome is not None:
+                for index, outcome in enumerate(answered):
+                    on_outcome(index, outcome)
+            return answered
         workers = min(self.settings.concurrency, backend.max_concurrency or self.settings.concurrency, max(len(requests), 1))
         limiter = AdaptiveLimiter(workers)
         abort = _Abort()
@@ -317,7 +318,7 @@ class Runner:
             error = f"{exc} (gave up after {retrying.statistics.get('attempt_number', 1)} attempts)"
         except Exception as exc:  # one bad sample must not sink the run: it is recorded, not dropped
             error = f"{type(exc).__name__}: {exc}"
-        if generation is not None and key is not None:
+        if generation is not None and key is not None and self.cache is not None:
             self.cache.put(key, generation)
         attempts = retrying.statistics.get("attempt_number", 1)
         return Outcome(request, generation, error, attempts=attempts, started_ns=started, ended_ns=time.time_ns())

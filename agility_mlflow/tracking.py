@@ -26,7 +26,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from agility_mlflow._process import process_alive
-from agility_mlflow._trace_writer import SampleCall
+from agility_mlflow._trace_writer import SampleCall as SampleCall  # re-exported: log_sample_trace takes one
 from agility_mlflow.config import redact
 from agility_mlflow.prompts import Template
 
@@ -72,7 +72,7 @@ def check_reachable(tracking_uri: str | None = None) -> None:
         ...
         agility_mlflow.errors.AgilityError: tracking server http://127.0.0.1:9 is unreachable ([Errno 111] Connection refused); start it or pass another --tracking-uri
     """
-    from mlflow.tracking._tracking_service.utils import get_default_host_creds
+    from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
     from agility_mlflow.errors import AgilityError
@@ -337,7 +337,7 @@ def log_category_assessments(run_id: str, categories: Mapping[str, tuple[str, st
     for trace in mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list"):
         spans = trace.data.spans
         sample_id = str(spans[0].attributes.get("agility.sample_id")) if spans else None
-        if sample_id in categories:
+        if sample_id is not None and sample_id in categories:
             category, reason = categories[sample_id]
             mlflow.log_feedback(trace_id=trace.info.trace_id, name="error_category", value=category, rationale=reason or None, source=source)
             logged += 1
@@ -369,7 +369,7 @@ def log_human_assessments(run_id: str, scores: Mapping[str, tuple[float, str]], 
     for trace in mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list"):
         spans = trace.data.spans
         sample_id = str(spans[0].attributes.get("agility.sample_id")) if spans else None
-        if sample_id in scores:
+        if sample_id is not None and sample_id in scores:
             score, reasoning = scores[sample_id]
             mlflow.log_feedback(trace_id=trace.info.trace_id, name=name, value=score, rationale=reasoning or None,
                                 source=AssessmentSource(source_type="HUMAN", source_id="agility review import"))
@@ -403,10 +403,11 @@ def log_config(run_id: str, config: Mapping[str, Any]) -> None:
 def log_dataset(rows: Sequence[Mapping[str, Any]], source: str, name: str, digest: str) -> None:
     """The golden dataset as the active run's evaluation input (the UI's Datasets column)."""
     import pandas as pd
+    from mlflow.data.pandas_dataset import from_pandas
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # schema inference hints about integer columns
-        dataset = mlflow.data.from_pandas(pd.DataFrame(list(rows)), source=source, name=name, digest=digest)
+        dataset = from_pandas(pd.DataFrame(list(rows)), source=source, name=name, digest=digest)
     try:
         mlflow.log_input(dataset, context="evaluation")
     except MlflowException:

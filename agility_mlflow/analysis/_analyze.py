@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from agility_mlflow.analysis._categories import (
     CANDIDATE,
@@ -177,7 +177,7 @@ class Analysis:
 
 def metric_names(cfg: Config) -> list[str]:
     """The config's metric names (a preset is resolved to names when the config is validated)."""
-    return list(cast("list[str]", cfg.metrics))
+    return list(cfg.metric_names)
 
 
 def analysis_metric(cfg: Config) -> str:

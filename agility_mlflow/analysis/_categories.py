@@ -202,8 +202,8 @@ def cluster_texts(texts: Sequence[str], n_clusters: int | None, *, seed: int = 0
     Deterministic for the same texts and seed. ``n_clusters`` ``None``: about one cluster per five
     texts, at most 8. Texts with no usable words form one cluster labelled ``(no words)``.
     """
-    from sklearn.cluster import KMeans  # type: ignore[import-untyped]
-    from sklearn.feature_extraction.text import TfidfVectorizer  # type: ignore[import-untyped]
+    from sklearn.cluster import KMeans
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
     if not texts:
         return [], []

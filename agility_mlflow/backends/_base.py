@@ -53,7 +53,8 @@ class Generation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Generation:
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+        fields: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__}
+        return cls(**fields)
 
 
 _DEFAULTS = InferenceParams()

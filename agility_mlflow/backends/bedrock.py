@@ -42,7 +42,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 from agility_mlflow.backends._base import Backend, Generation, Message, Stopwatch, sampling
 from agility_mlflow.errors import AgilityError, ProviderError, RetryableError
@@ -256,7 +256,13 @@ def _client_error(exc: Any, model_id: str) -> AgilityError:
     return ProviderError(f"{model_id}: {message}")
 
 
-def _billed_usage(usage: Mapping[str, Any]) -> dict[str, int | None]:
+class _BilledTokens(TypedDict):
+    input_tokens: int | None
+    cached_input_tokens: int | None
+    cache_write_tokens: int | None
+
+
+def _billed_usage(usage: Mapping[str, Any]) -> _BilledTokens:
     """Input tokens counted as the model read them: Bedrock's ``inputTokens`` leaves out cache reads and writes."""
     read, write = usage.get("cacheReadInputTokens"), usage.get("cacheWriteInputTokens")
     uncached = usage.get("inputTokens")

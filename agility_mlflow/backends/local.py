@@ -123,7 +123,8 @@ def _prompt_token_counter(llm: Any) -> Any:
     )
 
     def count(messages: Sequence[Message]) -> int:
-        result = formatter(messages=list(messages))
+        # llama-cpp types messages as its own TypedDicts; ours are the same plain role/content dicts.
+        result = formatter(messages=list(messages))  # type: ignore[arg-type]
         return len(llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True))
 
     return count

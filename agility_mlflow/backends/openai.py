@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 from agility_mlflow.backends._base import Backend, Generation, Message, Stopwatch, sampling
 from agility_mlflow.errors import AgilityError, ProviderError, RetryableError
@@ -106,7 +106,14 @@ def chat_request(model_id: str, messages: Sequence[Message], params: Mapping[str
     return request
 
 
-def _usage(usage: Any) -> dict[str, int | None]:
+class _Tokens(TypedDict):
+    input_tokens: int | None
+    output_tokens: int | None
+    reasoning_tokens: int | None
+    cached_input_tokens: int | None
+
+
+def _usage(usage: Any) -> _Tokens:
     """Tokens as reported: prompt and completion, and of those the reasoning (part of completion_tokens) and
     cached prompt tokens (part of prompt_tokens); ``None`` where the server reports none."""
     completion = getattr(usage, "completion_tokens_details", None)

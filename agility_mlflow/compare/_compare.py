@@ -166,7 +166,7 @@ def _with_slices(verdict: Verdict, analysis: Any) -> Verdict:
 
 def _check_decision(cfg: Config) -> tuple[list[str], list[str]]:
     """The quality metrics and the primary ones; names outside ``metrics:`` are input errors."""
-    metrics = list(cfg.metrics)
+    metrics = list(cfg.metric_names)
     decision = cfg.decision
     primary = list(decision.primary or metrics)
     if not primary:
@@ -293,6 +293,6 @@ def _metrics(comparison: Comparison) -> dict[str, float]:
     }
     if comparison.winner:
         for c in comparison.winner.comparisons:
-            if c.difference is not None:
+            if c.difference is not None and c.ci_low is not None and c.ci_high is not None:  # all three or none
                 metrics.update({f"winner_{c.metric}_diff": c.difference, f"winner_{c.metric}_ci_low": c.ci_low, f"winner_{c.metric}_ci_high": c.ci_high})
     return metrics

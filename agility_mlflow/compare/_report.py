@@ -252,7 +252,7 @@ def _figures(comparison: Comparison) -> list[Figure]:
         rows = [
             (v.run.name, c.difference, c.ci_low, c.ci_high, v.outcome)
             for v in comparison.verdicts[:_MAX_PLOTTED_RUNS]
-            if (c := v.comparison(name)) is not None and c.difference is not None
+            if (c := v.comparison(name)) is not None and c.difference is not None and c.ci_low is not None and c.ci_high is not None
         ]
         if rows:
             d = comparison.decision

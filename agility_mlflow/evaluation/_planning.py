@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from agility_mlflow.backends import check_batch_size
 from agility_mlflow.config import Config, ModelConfig, SourceConfig, load_config
@@ -61,10 +62,10 @@ def prepare(
     for step in config.steps or []:
         if step.replay:
             require([step.replay], f"the replayed step '{step.name}'")
-            recorded = {step.replay_latency: float, step.replay_input_tokens: int, step.replay_output_tokens: int}
+            kinds = {step.replay_latency: float, step.replay_input_tokens: int, step.replay_output_tokens: int}
             with problems.collect():
-                dataset.require_numbers({column: kind for column, kind in recorded.items() if column}, f"the replayed step '{step.name}'")
-    metrics = [get_metric(name) for name in config.metrics]
+                dataset.require_numbers({column: kind for column, kind in kinds.items() if column}, f"the replayed step '{step.name}'")
+    metrics = [get_metric(name) for name in config.metric_names]
     for metric in metrics:
         if metric.needs_reference:
             require([GROUND_TRUTH], f"metric '{metric.name}'")
@@ -78,7 +79,7 @@ def prepare(
                 check_batch_size(configuration.model, len(dataset.rows))
             except InputError as exc:
                 raise InputError(f"{config.path.name}: candidate '{configuration.name}': {exc}") from None
-    recorded = {}
+    recorded: dict[str, dict[str, Mapping[str, Any]] | None] = {}
     for configuration in configurations:
         if configuration.model.provider == "replay" and configuration.name not in recorded:
             # Ids are matched against the whole file, so --limit never turns a complete join into an error.

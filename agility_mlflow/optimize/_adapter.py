@@ -128,7 +128,7 @@ class AgilityAdapter:
 
     # -- GEPA protocol ---------------------------------------------------------------------------------
 
-    def evaluate(self, batch: list[Mapping[str, Any]], candidate: dict[str, str], capture_traces: bool = False) -> EvaluationBatch:
+    def evaluate(self, batch: list[dict[str, Any]], candidate: dict[str, str], capture_traces: bool = False) -> EvaluationBatch:
         ctx = self.context
         ids = [str(sample["sample_id"]) for sample in batch]
         leaked = [i for i in ids if i in ctx.test_ids]

@@ -99,7 +99,7 @@ def optimize_prompt(
     cfg = project.config
     settings = _check(cfg, project, prompt, candidate, budget_usd)
     configuration = Configuration("candidate", candidate, next(c for c in cfg.candidates if c.name == candidate), project.templates[prompt])
-    objective = parse_sample_objective(settings.objective, cfg.metrics, cfg.path.name)
+    objective = parse_sample_objective(settings.objective, cfg.metric_names, cfg.path.name)
     split = split_samples(project.dataset.rows, settings.split, f"{cfg.path.name}: key 'optimize.split'")
     reflection_model = _reflection_model(cfg, settings)
     try:
@@ -158,8 +158,8 @@ def _check(cfg: Config, project: Project, prompt: str, candidate: str, budget_us
     if cfg.steps:
         raise InputError(f"{cfg.path.name}: optimize works on single-call applications; 'steps:' is not supported yet")
     for name in cfg.optimize.feedback or []:
-        if name not in cfg.metrics:
-            raise InputError(f"{cfg.path.name}: key 'optimize.feedback': metric '{name}' is not in metrics: ({', '.join(cfg.metrics)})")
+        if name not in cfg.metric_names:
+            raise InputError(f"{cfg.path.name}: key 'optimize.feedback': metric '{name}' is not in metrics: ({', '.join(cfg.metric_names)})")
     return cfg.optimize
 
 
@@ -210,7 +210,7 @@ def _key(cfg: Config, project: Project, configuration: Configuration, settings: 
         "candidate": configuration.model.model_dump(mode="json", exclude={"api_key"}),
         "optimize": settings.model_dump(mode="json"),
         "reflection": reflection.model_dump(mode="json", exclude={"api_key"}),
-        "metrics": list(cfg.metrics),
+        "metrics": list(cfg.metric_names),
         "judge": cfg.judge.model_dump(mode="json", exclude={"api_key"}) if cfg.judge else None,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -276,7 +276,7 @@ def _run(
     runner: Runner, budget: Budget, objective: Any, split: Split, settings: OptimizeConfig, experiment_id: str, key: str,
     run_dir: Path, state: dict[str, Any], test_reserve: int, error_category: ErrorCategory | None, parent_run_id: str | None,
 ) -> OptimizationResult:
-    import gepa
+    from gepa.api import optimize as gepa_optimize
 
     from agility_mlflow import tracking
 
@@ -299,7 +299,7 @@ def _run(
         context = Context(
             trial_project, configuration, target, runner, budget, objective, registry_name, tuple(sorted(source.variables)),
             frozenset(split.train), frozenset(split.validation), frozenset(split.test), experiment_id, run_id, key,
-            tuple(settings.feedback or cfg.metrics), reflection, reflection_model,
+            tuple(settings.feedback or cfg.metric_names), reflection, reflection_model,
             reflection_template(sorted(source.variables), _criteria(cfg, settings)),
             logged=_logged_evaluations(experiment_id, key),
         )
@@ -311,11 +311,12 @@ def _run(
         budget.call_limit = settings.max_calls - test_reserve
         multi = len(objective.weights) > 1
         try:
-            gepa.optimize(
+            gepa_optimize(
                 seed_candidate={COMPONENT: source.user},
                 trainset=[rows[i] for i in split.train],
                 valset=[rows[i] for i in split.validation],
-                adapter=adapter,
+                # GEPA's Protocol declares propose_new_texts a settable attribute; the adapter defines it as a method.
+                adapter=adapter,  # type: ignore[arg-type]
                 candidate_selection_strategy="pareto",
                 frontier_type="hybrid" if multi else "instance",
                 skip_perfect_score=objective.perfect is not None,
@@ -326,7 +327,8 @@ def _run(
                 stop_callbacks=[_Stop(budget)],
                 run_dir=str(run_dir / "gepa"),
                 seed=settings.seed,
-                callbacks=[progress],
+                # GEPA calls a callback's hook only when it has one (getattr); its Protocol lists every hook.
+                callbacks=[progress],  # type: ignore[list-item]
                 logger=_GepaLog(),
                 raise_on_exception=True,
                 display_progress_bar=False,
@@ -352,7 +354,7 @@ def _run(
     tracking.set_prompt_version_tags(best_uri, {"agility.test_run": test.run_id, OPTIMIZED_FROM: run_id})
     tracking.log_run_data(run_id, {"test_run_id": test.run_id}, {
         "calls_total": float(budget.total_calls), "cost_usd_total": budget.usd,
-        **{f"test_{k}": v for k, v in test.metrics.items() if k in cfg.metrics},
+        **{f"test_{k}": v for k, v in test.metrics.items() if k in cfg.metric_names},
     })
     result = OptimizationResult(
         run_id, best_uri, seed_uri, summary.best_validation, summary.seed_validation, test.run_id, test.metrics,
@@ -405,7 +407,7 @@ def _params(cfg: Config, configuration: Configuration, settings: OptimizeConfig,
         "provider": configuration.model.provider,
         "model_id": configuration.model.model_id,
         "seed_prompt": seed_uri,
-        "objective": json.dumps(settings.objective) if settings.objective is not None else cfg.metrics[0],
+        "objective": json.dumps(settings.objective) if settings.objective is not None else cfg.metric_names[0],
         "split": split.sizes(),
         "split_seed": settings.split.seed,
         "stratify": settings.split.stratify or "",

@@ -14,7 +14,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 
 class AgilityModel(PythonModel):

@@ -118,7 +118,7 @@ def register(
             raise InputError(f"--run-id {run_id}: {_did_not_pass(verdict)}; pass --force to register it anyway")
         logger.warning("registering run %s although %s (--force)", run_id, _did_not_pass(verdict))
         verdict["forced"] = "true"
-    metric_names = [m for m in cfg.metrics if m in run.data.metrics]
+    metric_names = [m for m in cfg.metric_names if m in run.data.metrics]
     decision = cfg.decision
     tags = {
         REGISTERED_FROM: run_id,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeGuard
 
 JUDGE_SCALE = (1.0, 10.0)
 _HUMAN_SCALES = ((0.0, 1.0), (1.0, 5.0), (1.0, 10.0), (0.0, 10.0), (0.0, 100.0))
@@ -78,7 +79,7 @@ def grade(value: float, scale: tuple[float, float]) -> int:
     return min(2, max(0, int(position * 3 + 1e-9)))
 
 
-def _number(value: float | None) -> bool:
+def _number(value: float | None) -> TypeGuard[float]:
     try:
         return value is not None and math.isfinite(float(value))
     except (TypeError, ValueError):

@@ -67,7 +67,7 @@ def bleu(output: str, references: Sequence[str], sample: Mapping[str, Any]) -> f
     """
     if not references:
         return None
-    from sacrebleu.metrics import BLEU
+    from sacrebleu.metrics.bleu import BLEU
 
     score = BLEU(effective_order=True).sentence_score(output, list(references)).score / 100
     return min(score, 1.0)  # sacrebleu can return 100.00000000000004 for identical text

@@ -104,6 +104,7 @@ def _reason(result: Any) -> str | None:
 def _adapter_classes() -> tuple[type, type]:
     """Ragas's LLM and embeddings interfaces over ours, defined on first use so this module never imports Ragas."""
     _ragas_collections()
+    from pydantic import BaseModel
     from ragas.embeddings.base import BaseRagasEmbedding
     from ragas.llms.base import InstructorBaseRagasLLM
 
@@ -113,11 +114,11 @@ def _adapter_classes() -> tuple[type, type]:
         def __init__(self, judge: Any) -> None:
             self.judge = judge
 
-        def generate(self, prompt: str, response_model: type) -> Any:
+        def generate(self, prompt: str, response_model: type[BaseModel]) -> Any:
             messages = [{"role": "user", "content": prompt}]
             return self.judge.structured(messages, response_model.model_json_schema(), response_model.model_validate)
 
-        async def agenerate(self, prompt: str, response_model: type) -> Any:
+        async def agenerate(self, prompt: str, response_model: type[BaseModel]) -> Any:
             return await asyncio.to_thread(self.generate, prompt, response_model)
 
     class _RagasEmbeddings(BaseRagasEmbedding):

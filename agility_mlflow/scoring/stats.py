@@ -49,8 +49,8 @@ def run_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         values = _present(ok, key)
         if values:
             result[f"{key}_mean"] = float(np.mean(values))
-    costs = [r.get("cost_usd") for r in ok]
-    if ok and all(c is not None for c in costs):
+    costs = [c for r in ok if (c := r.get("cost_usd")) is not None]
+    if ok and len(costs) == len(ok):
         total = float(sum(costs))
         result.update(cost_usd_total=total, cost_usd_per_sample=total / len(ok))
     return result

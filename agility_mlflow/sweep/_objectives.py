@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from agility_mlflow.errors import InputError
 from agility_mlflow.scoring import get_metric
@@ -15,8 +16,11 @@ _CONSTRAINT = re.compile(
     r"(?:(?P<source>source)\s*(?:(?P<sign>[+-])\s*(?P<offset>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?))?|(?P<value>[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?))\s*$"
 )
 
+# Optuna's names for a study direction.
+Direction = Literal["minimize", "maximize"]
 
-def direction(metric: str) -> str:
+
+def direction(metric: str) -> Direction:
     """``minimize`` for latency, time to first token, tokens, cost and errors; a quality metric's own direction otherwise.
 
     Example:
@@ -42,7 +46,7 @@ class Objective:
     """
 
     metrics: tuple[str, ...]
-    directions: tuple[str, ...]
+    directions: tuple[Direction, ...]
     weights: tuple[float, ...] | None = None
 
     @property

@@ -87,12 +87,18 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
         return []
     if len(study.directions) == 1:
         sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-        return [max(feasible, key=lambda t: (sign * t.value, -t.number))]
+        return [max(feasible, key=lambda t: (sign * _value(t), -t.number))]
     front = [t for t in feasible if not any(_dominates(o, t, study.directions) for o in feasible)]
     once: dict[str, FrozenTrial] = {}
     for trial in sorted(front, key=lambda t: t.number):
         once.setdefault(repr(sorted(trial.params.items())), trial)
     return list(once.values())
+
+
+def _value(trial: FrozenTrial) -> float:
+    """A completed single-objective trial's value (Optuna sets it when the trial completes)."""
+    assert trial.value is not None
+    return trial.value
 
 
 def _dominates(a: FrozenTrial, b: FrozenTrial, directions: list[optuna.study.StudyDirection]) -> bool:
@@ -106,7 +112,7 @@ def summarize(study: optuna.Study, objective: Objective, parent_run_id: str) -> 
     from agility_mlflow import tracking
 
     best = best_trials(study)
-    best_ids = {t.user_attrs.get(_study.RUN_ATTR) for t in best} - {None}
+    best_ids: set[str] = {run for t in best if (run := t.user_attrs.get(_study.RUN_ATTR)) is not None}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         run_id = trial.user_attrs.get(_study.RUN_ATTR)
         if run_id:
@@ -116,7 +122,7 @@ def summarize(study: optuna.Study, objective: Objective, parent_run_id: str) -> 
     tags: dict[str, str] = {"agility.best_run_ids": ",".join(sorted(best_ids)) or "none"}
     if len(best) == 1:
         if not objective.is_multi:  # a front of one still has one value per objective, each logged on its run
-            metrics["best_value"] = float(best[0].value)
+            metrics["best_value"] = float(_value(best[0]))
         tags["agility.best_trial"] = str(best[0].number)
         tags["agility.best_params"] = str(best[0].params)
     importances = _importances(study, objective)
@@ -157,6 +163,7 @@ def _plots(study: optuna.Study, objective: Objective, important: list[str]) -> l
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib.figure import Figure
     from optuna.visualization import matplotlib as plots
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -173,7 +180,9 @@ def _plots(study: optuna.Study, objective: Objective, important: list[str]) -> l
             target = None if not objective.is_multi else (lambda t: t.values[0])
             axes = plots.plot_param_importances(study, params=important, target=target,
                                                 target_name="weighted score" if objective.weights else objective.metrics[0])
-            axes.figure.set_size_inches(8, 1.5 + 0.5 * len(important))
-            axes.figure.tight_layout()  # the parameter names on the left stay whole
-            figures.append(("param_importances", axes.figure))
+            figure = axes.figure
+            if isinstance(figure, Figure):  # Optuna draws on a figure of its own, never a subfigure
+                figure.set_size_inches(8, 1.5 + 0.5 * len(important))
+                figure.tight_layout()  # the parameter names on the left stay whole
+            figures.append(("param_importances", figure))
     return figures

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from agility_mlflow._process import process_alive
 from agility_mlflow.config import SweepConfig
+from agility_mlflow.sweep._objectives import Direction
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,7 +47,7 @@ def open_study(
     name: str,
     storage_url: str,
     sweep: SweepConfig,
-    directions: Sequence[str],
+    directions: Sequence[Direction],
     constraints: Callable[[FrozenTrial], Sequence[float]] | None,
     search_space: dict[str, list[Any]] | None = None,
 ) -> optuna.Study:

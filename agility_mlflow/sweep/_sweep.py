@@ -120,7 +120,7 @@ def run_sweep(
         raise InputError(f"--budget-usd must be positive, got {budget_usd}")
     sweep = cfg.sweep
     total_trials = n_trials or sweep.n_trials
-    objective = parse_objective(sweep.objective, cfg.metrics)
+    objective = parse_objective(sweep.objective, cfg.metric_names)
     constraints = [parse_constraint(text, i) for i, text in enumerate(sweep.constraints)]
     # Recorded outputs do not change with parameters: replay candidates are compared, never searched.
     candidates = {c.name: c for c in cfg.candidates if (c.name in sweep.candidates if sweep.candidates else c.provider != "replay")}
