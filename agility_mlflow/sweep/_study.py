@@ -289,7 +289,7 @@ def first_worker_first(study: optuna.Study, key: str, action: Callable[[], T], *
     rdb = getattr(study._storage, "_backend", study._storage)
     if not isinstance(rdb, optuna.storages.RDBStorage):
         return action()
-    claim = {HOST_ATTR: socket.gethostname(), PID_ATTR: os.getpid(), "token": uuid.uuid4().hex}
+    claim: dict[str, str | int] = {HOST_ATTR: socket.gethostname(), PID_ATTR: os.getpid(), "token": uuid.uuid4().hex}
     if _insert_once(rdb, study._study_id, key, claim):
         try:
             result = action()
