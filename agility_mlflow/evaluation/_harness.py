@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agility_mlflow.backends import Backend
@@ -15,6 +15,9 @@ from agility_mlflow.scoring import JudgeInput, Scorer, judge_rows
 from agility_mlflow.scoring._judged import judge_metrics
 from agility_mlflow.scoring.stats import mean_score, run_metrics
 
+OnRow = Callable[[int, Outcome, dict[str, Any]], None]
+"""Told ``(index, outcome, row)`` once per sample, when that sample's row is scored."""
+
 
 def evaluate(
     configuration: Configuration,
@@ -23,10 +26,15 @@ def evaluate(
     metrics: Sequence[Scorer],
     runner: Runner,
     pricing: dict[str, Any] | None = None,
+    *,
+    on_row: OnRow | None = None,
 ) -> EvaluationResult:
-    """Generate answers for every sample, score them and aggregate; writes nothing to MLflow."""
+    """Generate answers for every sample, score them and aggregate; writes nothing to MLflow.
+
+    ``on_row(index, outcome, row)`` sees each sample's scored row as soon as it is complete (see :func:`score_samples`).
+    """
     price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing or {}, configuration.model.mode)
-    outcomes, rows = score_samples(configuration, backend, dataset.rows, metrics, runner, price)
+    outcomes, rows = score_samples(configuration, backend, dataset.rows, metrics, runner, price, on_row=on_row)
     return EvaluationResult(rows, aggregate(rows, outcomes, metrics), outcomes, price)
 
 
@@ -37,28 +45,41 @@ def score_samples(
     metrics: Sequence[Scorer],
     runner: Runner,
     price: Price | None,
+    *,
+    on_row: OnRow | None = None,
 ) -> tuple[list[Outcome], list[dict[str, Any]]]:
     """The runner's outcomes for ``samples`` and one scored ``eval_results`` row per sample.
 
     String metrics score each answer directly; judged metrics then ask their judge, sample by
     sample in parallel, and add their reasoning, error and the judge's usage to the rows.
+    ``on_row(index, outcome, row)`` is called once per sample with its complete row: while the
+    other calls still run when every metric is a string metric of a one-step prompt, else at the end.
     """
     params = configuration.model.params.as_dict()
+    columns = input_columns(configuration)
+    judged = [m for m in metrics if m.needs_judge]
     if configuration.steps:
         outcomes, step_columns = run_steps(configuration.steps, backend, params, samples, runner, price, settings=runner.settings,
                                            template=configuration.template, description=configuration.run_name)
-        rows = [{**_score(outcome, metrics, price), **columns} for outcome, columns in zip(outcomes, step_columns)]
+        rows = [{**_score(outcome, metrics, price), **step, INPUT_DIGEST: input_digest(sample, columns)}
+                for outcome, step, sample in zip(outcomes, step_columns, samples)]
     else:
         requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
-        outcomes = runner.run(backend, params, requests, description=configuration.run_name)
-        rows = [_score(outcome, metrics, price) for outcome in outcomes]
-    columns = input_columns(configuration)
-    for row, sample in zip(rows, samples):
-        row[INPUT_DIGEST] = input_digest(sample, columns)
-    judged = [m for m in metrics if m.needs_judge]
+        scored: list[dict[str, Any]] = [{} for _ in requests]
+
+        def score(index: int, outcome: Outcome) -> None:
+            scored[index] = {**_score(outcome, metrics, price), INPUT_DIGEST: input_digest(samples[index], columns)}
+            if on_row is not None and not judged:  # the row is complete: hand it over while the other calls run
+                on_row(index, outcome, scored[index])
+
+        outcomes = runner.run(backend, params, requests, description=configuration.run_name, on_outcome=score)
+        rows = scored
     if judged:
         inputs = [judge_input(outcome) if outcome.generation is not None else None for outcome in outcomes]
         judge_rows(rows, inputs, judged, workers=runner.settings.concurrency)
+    if on_row is not None and (judged or configuration.steps):  # rows complete only now
+        for index, (outcome, row) in enumerate(zip(outcomes, rows)):
+            on_row(index, outcome, row)
     return outcomes, rows
 
 

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from agility_mlflow.backends import Generation
 from agility_mlflow.evaluation._entities import Configuration, EvaluationResult, Project
 from agility_mlflow.pricing import Price, cost_usd
+from agility_mlflow.runner import Outcome
 
 
-def log_evaluation(project: Project, configuration: Configuration, result: EvaluationResult, run_id: str, prompt_uri: str) -> None:
-    """Write one evaluation's params, metrics, table, config, dataset and traces to the active run."""
+def log_evaluation(
+    project: Project,
+    configuration: Configuration,
+    result: EvaluationResult,
+    run_id: str,
+    prompt_uri: str,
+    traces: SampleTraces | None = None,
+) -> None:
+    """Write one evaluation's params, metrics, table, config, dataset and traces to the active run.
+
+    ``traces`` holds the sample traces already submitted while the calls ran; the others are written here.
+    """
     from agility_mlflow import tracking
 
     model = configuration.model
@@ -45,28 +57,48 @@ def log_evaluation(project: Project, configuration: Configuration, result: Evalu
     tracking.log_dataset(project.dataset.rows, str(project.dataset.path), project.dataset.path.name,
                          project.dataset.subset_digest or project.dataset.digest)
     if project.config.run.traces:
-        _log_traces(project, configuration, result, prompt_uri)
+        (traces or SampleTraces(project, configuration, prompt_uri, result.price)).finish(result)
 
 
-def _log_traces(project: Project, configuration: Configuration, result: EvaluationResult, prompt_uri: str) -> None:
-    import time
+class SampleTraces:
+    """One trace per sample of a run, each submitted to the background writer as soon as its row is scored.
 
-    from agility_mlflow import tracking
+    Handing :meth:`add` to :func:`~agility_mlflow.evaluation.evaluate` as ``on_row`` writes the traces
+    while the other samples' calls still run, instead of after them all; :meth:`finish` adds any
+    sample not yet traced, waits for the writer and logs the judge's assessments on the traces.
+    Must be used while the run is active: each trace is linked to it.
 
-    metric_names = [m.name for m in project.metrics]
-    judged = project.judged_metrics
-    assessments = []
-    for outcome, row in zip(result.outcomes, result.rows):
+    Example:
+        >>> traces = SampleTraces(project, configuration, "prompts:/qa/1", price)  # doctest: +SKIP
+        >>> result = evaluate(configuration, backend, project.dataset, project.metrics, runner, on_row=traces.add)  # doctest: +SKIP
+        >>> traces.finish(result)  # doctest: +SKIP
+    """
+
+    def __init__(self, project: Project, configuration: Configuration, prompt_uri: str, price: Price | None) -> None:
+        self._configuration = configuration
+        self._prompt_uri = prompt_uri
+        self._price = price
+        self._metric_names = [m.name for m in project.metrics]
+        self._judged = project.judged_metrics
+        self._trace_ids: dict[int, str] = {}
+
+    def add(self, index: int, outcome: Outcome, row: Mapping[str, Any]) -> None:
+        """Submit sample ``index``'s trace: its call, answer, usage, cost and every score of its row."""
+        import time
+
+        from agility_mlflow import tracking
+
+        model = self._configuration.model
         generation = outcome.generation
         start, end = outcome.started_ns, outcome.ended_ns
-        if not start or configuration.model.provider == "replay":  # no call now: time the trace by the recorded latency
+        if not start or model.provider == "replay":  # no call now: time the trace by the recorded latency
             start = time.time_ns()
             end = start + int(((generation.latency_s if generation else 0) or 0) * 1e9)
-        scores = {f"agility.score.{name}": row[name] for name in metric_names if row.get(name) is not None}
-        trace_id = tracking.log_sample_trace(tracking.SampleCall(
-            name=configuration.run_name,
-            provider=configuration.model.provider,
-            model_id=configuration.model.model_id,
+        scores = {f"agility.score.{name}": row[name] for name in self._metric_names if row.get(name) is not None}
+        self._trace_ids[index] = tracking.log_sample_trace(tracking.SampleCall(
+            name=self._configuration.run_name,
+            provider=model.provider,
+            model_id=model.model_id,
             messages=outcome.request.messages,
             output=generation.text if generation else None,
             error=outcome.error,
@@ -74,14 +106,25 @@ def _log_traces(project: Project, configuration: Configuration, result: Evaluati
             end_ns=end,
             input_tokens=generation.input_tokens if generation else None,
             output_tokens=generation.output_tokens if generation else None,
-            attributes={"agility.sample_id": outcome.sample_id, "agility.prompt": prompt_uri, "agility.cached": outcome.cached, **scores},
-            cost_usd=_cost_split(result.price, generation),
+            attributes={"agility.sample_id": outcome.sample_id, "agility.prompt": self._prompt_uri, "agility.cached": outcome.cached, **scores},
+            cost_usd=_cost_split(self._price, generation),
         ))
-        if generation is not None:
-            assessments += [(trace_id, m.name, row[m.name], row[f"{m.name}_reasoning"], row[f"{m.name}_error"]) for m in judged]
-    tracking.flush_traces()
-    if assessments:
-        tracking.log_judge_assessments(assessments, judged[0].judge.name if judged[0].judge else "judge")
+
+    def finish(self, result: EvaluationResult) -> None:
+        """Trace the samples not traced yet, wait until every trace is stored, then log the judge's assessments."""
+        from agility_mlflow import tracking
+
+        assessments = []
+        for index, (outcome, row) in enumerate(zip(result.outcomes, result.rows)):
+            if index not in self._trace_ids:
+                self.add(index, outcome, row)
+            if outcome.generation is not None:
+                trace_id = self._trace_ids[index]
+                assessments += [(trace_id, m.name, row[m.name], row[f"{m.name}_reasoning"], row[f"{m.name}_error"]) for m in self._judged]
+        tracking.flush_traces()
+        if assessments:
+            judge = self._judged[0].judge
+            tracking.log_judge_assessments(assessments, judge.name if judge else "judge")
 
 
 def _cost_split(price: Price | None, generation: Generation | None) -> tuple[float, float] | None:

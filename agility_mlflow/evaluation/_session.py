@@ -10,7 +10,8 @@ from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.evaluation._calibration import calibrate
 from agility_mlflow.evaluation._entities import Configuration, EvaluationResult, Project, RunSummary
 from agility_mlflow.evaluation._harness import evaluate
-from agility_mlflow.evaluation._log import log_evaluation
+from agility_mlflow.evaluation._log import SampleTraces, log_evaluation
+from agility_mlflow.pricing import lookup_price
 from agility_mlflow.runner import Runner
 
 logger = logging.getLogger("agility_mlflow")
@@ -110,7 +111,13 @@ def evaluate_into_run(
     with tracking.evaluation_run(
         experiment_id, run_name or configuration.run_name, all_tags, prompt_uri=prompt_uri, parent_run_id=parent_run_id
     ) as run_id:
-        result = evaluate(configuration, backend, project.dataset, project.metrics, runner, project.config.price_overrides())
+        pricing = project.config.price_overrides()
+        traces = None
+        if project.config.run.traces:
+            price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing, configuration.model.mode)
+            traces = SampleTraces(project, configuration, prompt_uri, price)
+        result = evaluate(configuration, backend, project.dataset, project.metrics, runner, pricing,
+                          on_row=traces.add if traces is not None else None)
         if configuration.role == "source":
             result.metrics.update(calibrate(project, result))
         if result.price is None:
@@ -119,7 +126,7 @@ def evaluate_into_run(
                 configuration.model.provider,
                 configuration.model.model_id,
             )
-        log_evaluation(project, configuration, result, run_id, prompt_uri)
+        log_evaluation(project, configuration, result, run_id, prompt_uri, traces)
         if on_result is not None:
             on_result(result, run_id)
         if result.metrics["n_errors"] == result.metrics["n_samples"]:
