@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,8 @@ def is_new_store(path: Path) -> bool:
 
 
 class MlflowServer:
-    """A real ``mlflow server`` on 127.0.0.1 over a sqlite store in ``root``; stop and start it again at will.
+    """A real ``mlflow server`` on 127.0.0.1 over a sqlite store in ``root`` (or ``store_uri``), serving its
+    artifacts from ``root / "artifacts"``; stop and start it again at will.
 
     The only place the tests start an MLflow server, so every test server is configured alike: no
     background job workers (each is a ~230 MB process that only slows a 2-core machine), no
@@ -84,20 +85,17 @@ class MlflowServer:
     port and the store (the fault tests take a server away mid-run).
     """
 
-    def __init__(self, root: Path, *, port: int | None = None, workers: int = 1) -> None:
+    def __init__(self, root: Path, *, port: int | None = None, workers: int = 1, store_uri: str | None = None) -> None:
         self.root = Path(root)
         self.port = port or free_port()
         self.workers = workers
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self._log: Any = None
-        if not (self.root / "mlflow.db").exists():
+        # The backend store: a given one (e.g. PostgreSQL), else a new sqlite store in ``root``.
+        self.store_uri = store_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+        if store_uri is None and not (self.root / "mlflow.db").exists():
             new_store(self.root / "mlflow.db")
-
-    @property
-    def store_uri(self) -> str:
-        """The server's own backend store: fill it directly when a test needs many runs fast."""
-        return f"sqlite:///{self.root / 'mlflow.db'}"
 
     def start(self) -> str:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -135,30 +133,6 @@ class MlflowServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextmanager
-def start_mlflow_server(backend_store_uri: str, artifacts: Path, log_path: Path) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 serving its artifacts from ``artifacts``; yields its URL, stops it after."""
-    port = free_port()
-    # No background job workers: each is a ~230 MB process that only slows a 2-core machine here.
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_MODEL_CATALOG_URI": "", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(f"{url}/health", process=process)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 GOLDEN_ROWS = [
@@ -202,8 +176,57 @@ def write_project(directory: Path, *, rows: Sequence[Mapping[str, Any]] = GOLDEN
     return path
 
 
-def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """The ``agility`` command, as a user runs it, from ``cwd`` (default: a scratch folder, never the repo)."""
+@dataclass
+class CliResult:
+    """What a finished ``agility`` command left: its exit code and what it printed on each stream."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> CliResult:
+    """The ``agility`` command with ``args``, run in this process as a user runs it, from ``cwd`` (default: a scratch folder).
+
+    In-process (click's test runner), since a new interpreter costs 5-10 s of imports per command; the
+    process's environment, working directory and MLflow's global tracking state are put back afterwards,
+    as a separate process would leave them. An unexpected exception is exit code 1 with its traceback on
+    stderr, as Python prints it. Use :func:`run_cli_process` where the separate process is the point.
+    """
+    import traceback
+
+    import mlflow
+    from click.testing import CliRunner
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from agility_mlflow.cli import main
+
+    saved_env = dict(os.environ)
+    saved_uri, saved_experiment = tracking_utils._tracking_uri, fluent._active_experiment_id
+    outer_run = mlflow.active_run()
+    saved_cwd = os.getcwd()
+    os.chdir(cwd or _scratch())
+    try:
+        result = CliRunner().invoke(main, list(args), env=dict(env or {}), prog_name="agility")
+    finally:
+        os.chdir(saved_cwd)
+        while mlflow.active_run() and (outer_run is None or mlflow.active_run().info.run_id != outer_run.info.run_id):
+            mlflow.end_run()  # as a process's exit ends what it left open
+        if tracking_utils._tracking_uri != saved_uri:
+            mlflow.set_tracking_uri(saved_uri)
+        fluent._active_experiment_id = saved_experiment
+        os.environ.clear()
+        os.environ.update(saved_env)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return CliResult(result.exit_code, result.stdout, stderr)
+
+
+def run_cli_process(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                    timeout: float = 600) -> subprocess.CompletedProcess:
+    """The ``agility`` command in a new Python process, for tests about the process itself (imports, files it writes)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "agility_mlflow", *args],

@@ -1,9 +1,10 @@
-"""An OpenAI-compatible stand-in server on 127.0.0.1 with a fixed latency, for benchmarks and fault tests.
+"""The tests' one OpenAI-protocol stand-in server on 127.0.0.1, for the real ``openai`` client.
 
 It answers ``POST /v1/chat/completions`` (streamed with ``include_usage`` or not) with a canned
 answer after ``latency_s``, counts calls, records the requests it answered, and can throttle (HTTP
-429) an exact, evenly spread share of them. It proves speed and fault handling, never quality:
-features are proven on real models.
+429) an exact, evenly spread share of them or drop the first streamed answers mid-way; it answers
+``POST /v1/embeddings`` with a fixed unit vector per text. It proves speed and fault handling, never
+quality: features are proven on real models.
 
 Use it as ``with start_standin(latency_s=0.0, answer=lambda request: ...) as server:`` and point an
 OpenAI client at ``server.url``; ``server.answered`` holds the requests it answered.
@@ -11,6 +12,7 @@ OpenAI client at ``server.url``; ``server.answered`` holds the requests it answe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -33,6 +35,7 @@ class StandinServer(ThreadingHTTPServer):
         answer: Callable[[dict[str, Any]], str],
         reject: Callable[[dict[str, Any]], str | None] | None = None,
         usage_details: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        break_streams: int = 0,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.latency_s = latency_s
@@ -40,8 +43,11 @@ class StandinServer(ThreadingHTTPServer):
         self.answer = answer
         self.reject = reject  # a request -> the 400 message of a parameter the model does not take, or None
         self.usage_details = usage_details  # a request -> extra usage fields (prompt_tokens_details, ...)
-        self.calls = 0
+        self.break_streams = break_streams  # the first this many streamed answers are dropped after their first chunk
+        self.calls = 0  # chat completion requests, throttled ones included
         self.throttled = 0
+        self.broken_streams = 0
+        self.embedding_calls = 0
         self.answered: list[dict[str, Any]] = []  # the body of each request answered (not throttled)
         self.headers: set[tuple[str, str]] = set()  # (lower-case name, value): proves which credentials arrived
         self.lock = threading.Lock()
@@ -77,6 +83,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if self.path.endswith("/embeddings"):
+            self._embeddings(request)
+            return
         with self.server.lock:
             self.server.headers.update((name.lower(), value) for name, value in self.headers.items())
             self.server.calls += 1
@@ -105,7 +114,21 @@ class _Handler(BaseHTTPRequestHandler):
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             self._json(200, {"id": "x", "object": "chat.completion", "created": 0, "model": request["model"], "choices": [choice], "usage": usage})
 
+    def _embeddings(self, request: dict[str, Any]) -> None:
+        with self.server.lock:
+            self.server.embedding_calls += 1
+        texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": embedding(t)} for i, t in enumerate(texts)]
+        tokens = sum(len(t.split()) for t in texts)
+        self._json(200, {"object": "list", "data": data, "model": request["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
     def _stream(self, model: str, text: str, usage: dict[str, int]) -> None:
+        with self.server.lock:
+            broken = self.server.broken_streams < self.server.break_streams
+            self.server.broken_streams += broken
+        if broken:
+            self._break_stream(model, text)
+            return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
@@ -119,6 +142,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"data: [DONE]\n\n")
         self.close_connection = True
 
+    def _break_stream(self, model: str, text: str) -> None:
+        """Send half the answer as one chunk of a chunked body, then drop the connection (as a reset or a proxy timeout does)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": model,
+                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": text[: max(1, len(text) // 2)]}, "finish_reason": None}]}
+        data = f"data: {json.dumps(chunk)}\n\n".encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.shutdown(2)  # no finish_reason, no terminating chunk
+
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode()
         self.send_response(status)
@@ -128,6 +165,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def embedding(text: str, dimensions: int = 8) -> list[float]:
+    """The stand-in's unit vector for ``text``: the same text always gets the same vector."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    values = [b - 127.5 for b in digest[:dimensions]]
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values]
+
+
 @contextmanager
 def start_standin(
     latency_s: float = 0.1,
@@ -135,9 +180,10 @@ def start_standin(
     answer: Callable[[dict[str, Any]], str] = lambda request: "The answer is 42.",
     reject: Callable[[dict[str, Any]], str | None] | None = None,
     usage_details: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    break_streams: int = 0,
 ) -> Iterator[StandinServer]:
     """Serve in a background thread; ``throttle_fraction=0.3`` answers 3 calls in 10 with HTTP 429."""
-    server = StandinServer(latency_s, throttle_fraction, answer, reject, usage_details)
+    server = StandinServer(latency_s, throttle_fraction, answer, reject, usage_details, break_streams)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

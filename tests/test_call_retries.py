@@ -15,20 +15,18 @@ from mlflow import MlflowClient
 
 from agility_mlflow.evaluation import run_project
 from tests.helpers import GOLDEN_ROWS, write_project
-from tests.openai_standin import OpenAIStandIn
+from tests.openai_server import StandinServer, start_standin
 
 
-def _answer(messages: list[dict[str, Any]]) -> str:
-    question = str(messages[-1]["content"]).split("Question: ")[-1].split("\n")[0]
+def _answer(request: dict[str, Any]) -> str:
+    question = str(request["messages"][-1]["content"]).split("Question: ")[-1].split("\n")[0]
     return f"About {question.lower()} I cannot say."
 
 
 @pytest.fixture
-def flaky() -> Iterator[OpenAIStandIn]:
-    server = OpenAIStandIn(_answer, break_streams=1)
-    server.start()
-    yield server
-    server.stop()
+def flaky() -> Iterator[StandinServer]:
+    with start_standin(latency_s=0.0, answer=_answer, break_streams=1) as server:
+        yield server
 
 
 def _rows(client: MlflowClient, run_id: str, directory: Path) -> list[dict[str, Any]]:
@@ -36,22 +34,22 @@ def _rows(client: MlflowClient, run_id: str, directory: Path) -> list[dict[str, 
     return [dict(zip(table["columns"], row)) for row in table["data"]]
 
 
-def test_a_stream_broken_mid_answer_is_retried_not_recorded_as_failed(tracking: str, flaky: OpenAIStandIn, tmp_path: Path) -> None:
-    base_url = f"http://127.0.0.1:{flaky._server.server_address[1]}/v1"
+def test_a_stream_broken_mid_answer_is_retried_not_recorded_as_failed(tracking: str, flaky: StandinServer, tmp_path: Path) -> None:
+    base_url = flaky.url
     candidate = {"name": "streamed", "provider": "openai", "model_id": "standin", "base_url": base_url}
     config = write_project(tmp_path, candidates=[candidate], metrics=["token_f1"], pricing={"standin": {"input": 1.0, "output": 1.0}})
     summaries = {s.name: s for s in run_project(config, tracking_uri=tracking, progress=False)}
-    assert (flaky.broken_streams, flaky.chat_calls) == (1, 4)  # one answer dropped after its first chunk, asked again
+    assert (flaky.broken_streams, flaky.calls) == (1, 4)  # one answer dropped after its first chunk, asked again
     client = MlflowClient(tracking)
     run = client.get_run(summaries["streamed"].run_id)
     assert run.data.metrics["n_errors"] == 0 and run.data.metrics["n_samples"] == 3
     rows = _rows(client, run.info.run_id, tmp_path)
-    assert [row["output"] for row in rows] == [_answer([{"content": f"Question: {r['question']}"}]) for r in GOLDEN_ROWS]
+    assert [row["output"] for row in rows] == [_answer({"messages": [{"content": f"Question: {r['question']}"}]}) for r in GOLDEN_ROWS]
     assert {row["error"] for row in rows} == {None}
 
 
-def test_embeddings_are_cached_retried_and_priced_with_the_judge(tracking: str, flaky: OpenAIStandIn, tmp_path: Path) -> None:
-    base_url = f"http://127.0.0.1:{flaky._server.server_address[1]}/v1"
+def test_embeddings_are_cached_retried_and_priced_with_the_judge(tracking: str, flaky: StandinServer, tmp_path: Path) -> None:
+    base_url = flaky.url
     judge = {"provider": "openai", "model_id": "standin-judge", "base_url": base_url,
              "embeddings": {"provider": "openai", "model_id": "standin-embed", "base_url": base_url}}
     pricing = {"standin-judge": {"input": 1.0, "output": 1.0}, "standin-embed": {"input": 0.5, "output": 0.0}}

@@ -17,15 +17,13 @@ from mlflow import MlflowClient
 
 from agility_mlflow.evaluation import run_project
 from tests.helpers import write_project
-from tests.openai_standin import OpenAIStandIn
-
-pytest.importorskip("deepeval")
+from tests.openai_server import start_standin
 
 EXAMPLE = '{"reason": "your concise and informative reason here", "score": 0}'
 
 
-def _echoing_judge(messages: list[dict[str, Any]]) -> str:
-    prompt = str(messages[0]["content"])
+def _echoing_judge(request: dict[str, Any]) -> str:
+    prompt = str(request["messages"][0]["content"])
     if "your concise and informative reason here" in prompt:
         return EXAMPLE  # the example reply, copied
     return json.dumps({"steps": ["Check that the answer states the figure asked for."]})
@@ -33,9 +31,8 @@ def _echoing_judge(messages: list[dict[str, Any]]) -> str:
 
 @pytest.fixture
 def judge_url() -> Iterator[str]:
-    server = OpenAIStandIn(_echoing_judge)
-    yield server.start()
-    server.stop()
+    with start_standin(latency_s=0.0, answer=_echoing_judge) as server:
+        yield server.url
 
 
 def test_an_echoed_example_is_an_error_not_a_zero(tracking: str, judge_url: str, tmp_path: Path) -> None:

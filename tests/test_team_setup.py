@@ -21,7 +21,7 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.helpers import GOLDEN_ROWS, REPO, run_cli, start_mlflow_server, write_csv, write_project
+from tests.helpers import GOLDEN_ROWS, REPO, MlflowServer, run_cli, write_csv, write_project
 from tests.openai_server import start_standin
 
 SOURCE_ANSWERS = {row["question"]: row["answer_source_llm"] for row in GOLDEN_ROWS}
@@ -47,7 +47,7 @@ def test_a_team_runs_sweeps_compares_registers_and_checks_on_one_postgres_server
 ) -> None:
     backend_store, optuna_storage = new_postgres_database(), new_postgres_database()
     assert backend_store.startswith("postgresql+psycopg://")
-    with start_mlflow_server(backend_store, tmp_path / "artifacts", tmp_path / "server.log") as server, \
+    with MlflowServer(tmp_path / "server", store_uri=backend_store) as server, \
             start_standin(latency_s=0.05, answer=_answer_like_the_source) as model:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
         candidate = {"name": "mini", "provider": "openai", "model_id": "gpt-4o-mini", "base_url": model.url,
@@ -84,7 +84,7 @@ def test_a_team_runs_sweeps_compares_registers_and_checks_on_one_postgres_server
         assert candidate_run.data.metrics["token_f1"] == next(r for r in runs if r.data.tags.get("agility.role") == "source").data.metrics["token_f1"]
         table = json.loads(Path(client.download_artifacts(candidate_run.info.run_id, "eval_results.json", tempfile.mkdtemp())).read_text())
         assert len(table["data"]) == 3
-        assert list((tmp_path / "artifacts").rglob("eval_results.json")), "artifacts are stored by the server, not by the clients"
+        assert list((tmp_path / "server" / "artifacts").rglob("eval_results.json")), "artifacts are stored by the server, not by the clients"
 
         # The two workers shared one study on PostgreSQL: exactly 4 trials, each one MLflow run under one study run.
         study = optuna.load_study(study_name="team", storage=optuna_storage)

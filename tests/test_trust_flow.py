@@ -24,16 +24,15 @@ from agility_mlflow.errors import InputError
 from agility_mlflow.evaluation import run_project
 from agility_mlflow.registry import check_model, register
 from tests.helpers import GOLDEN_ROWS, run_cli, write_csv, write_project
-from tests.openai_standin import OpenAIStandIn
+from tests.openai_server import start_standin
 
 ANSWER = "I do not know."
 
 
 @pytest.fixture(scope="module")
 def standin() -> Iterator[str]:
-    server = OpenAIStandIn(lambda messages: ANSWER)
-    yield server.start()
-    server.stop()
+    with start_standin(latency_s=0.0, answer=lambda request: ANSWER) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
