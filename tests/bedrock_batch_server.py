@@ -87,6 +87,8 @@ class BedrockBatchStandIn:
                               "_polls": 0}
             if token:
                 self._tokens[token] = arn
+            bucket, _, key = body["inputDataConfig"]["s3InputDataConfig"]["s3Uri"].removeprefix("s3://").partition("/")
+            self.jobs[arn]["totalRecordCount"] = len(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines())
             return {"jobArn": arn}
 
     def get(self, arn: str) -> dict[str, Any]:

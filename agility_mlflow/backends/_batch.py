@@ -35,6 +35,7 @@ from agility_mlflow.errors import InputError, ProviderError, RetryableError
 
 logger = logging.getLogger(__name__)
 _MAX_STATUS_FAILURES = 10
+_LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def _wait(backend: BatchBackend, job: Mapping[str, Any], total: int, description
     from agility_mlflow.runner import _progress
 
     bar = _progress(total, f"{description} (batch)".strip(), progress)
-    shown, last, failures = 0, "", 0
+    shown, last, failures, logged, logged_at = 0, "", 0, -1, 0.0
     try:
         while True:
             try:
@@ -220,8 +221,9 @@ def _wait(backend: BatchBackend, job: Mapping[str, Any], total: int, description
             if status.processed > shown:
                 bar.update(min(status.processed, total) - shown)
                 shown = min(status.processed, total)
-            if status.provider_status != last:
-                last = status.provider_status
+            # A line per state change, and one a minute while records get done: a job may run for hours off a terminal.
+            if status.provider_status != last or (status.processed != logged and time.monotonic() - logged_at >= _LOG_EVERY_S):
+                last, logged, logged_at = status.provider_status, status.processed, time.monotonic()
                 logger.info("batch job %s: %s, %d/%d records processed", job["job_id"], last, status.processed, status.total or total)
             if status.state != "running":
                 return status

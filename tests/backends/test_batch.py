@@ -68,9 +68,15 @@ def _bedrock_project(directory: Path, n: int) -> Path:
                          metrics=["exact_match"], source=None, pricing={MODEL: {"input": 1.0, "output": 2.0}})
 
 
-def test_bedrock_batch_job_fills_the_per_sample_rows_at_batch_prices(bedrock_batch: BatchServices, tmp_path: Path) -> None:
+def test_bedrock_batch_job_fills_the_per_sample_rows_at_batch_prices(
+    bedrock_batch: BatchServices, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = _bedrock_project(tmp_path, 100)
-    (summary,) = run_project(config, progress=False, with_source=False)
+    with caplog.at_level("INFO", logger="agility_mlflow"):
+        (summary,) = run_project(config, progress=False, with_source=False)
+    job = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/job00000001"
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch job ")]
+    assert progress == [f"batch job {job}: InProgress, 33/100 records processed", f"batch job {job}: PartiallyCompleted, 100/100 records processed"]
     standin = bedrock_batch.bedrock
     assert standin.submissions == 1
     created = next(body for method, path, body in standin.requests if method == "POST")
@@ -129,6 +135,28 @@ def test_an_interrupted_bedrock_batch_run_resumes_its_job_without_resubmitting(
     (summary,) = run_project(config, progress=False, with_source=False)
     assert bedrock_batch.bedrock.submissions == 1  # the same job, polled to its end
     assert [m for m, *_ in bedrock_batch.bedrock.requests].count("POST") == 1
+    assert MlflowClient().get_run(summary.run_id).data.metrics["n_samples"] == 100
+
+
+def test_a_run_killed_between_submitting_and_saving_the_job_id_finds_its_job(
+    bedrock_batch: BatchServices, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _bedrock_project(tmp_path, 100)
+    real_put = _batch.JobStore.put
+
+    def killed_once_submitted(self: _batch.JobStore, key: str, job: dict[str, Any]) -> None:
+        if "job_id" in job:
+            raise KeyboardInterrupt  # the job exists at Bedrock; its id never reached the disk
+        real_put(self, key, job)
+
+    monkeypatch.setattr(_batch.JobStore, "put", killed_once_submitted)
+    with pytest.raises(KeyboardInterrupt):
+        run_project(config, progress=False, with_source=False)
+    monkeypatch.setattr(_batch.JobStore, "put", real_put)
+    (summary,) = run_project(config, progress=False, with_source=False)
+    creates = [body for method, _, body in bedrock_batch.bedrock.requests if method == "POST"]
+    assert len(creates) == 2 and creates[0]["clientRequestToken"] == creates[1]["clientRequestToken"]  # the same submission, repeated
+    assert bedrock_batch.bedrock.submissions == 1  # which Bedrock answers with the job it already made
     assert MlflowClient().get_run(summary.run_id).data.metrics["n_samples"] == 100
 
 
