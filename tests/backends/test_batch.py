@@ -61,17 +61,18 @@ def bedrock_batch(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchServices]:
         yield services
 
 
-def _bedrock_project(directory: Path, n: int) -> Path:
+def _bedrock_project(directory: Path, n: int, traces: bool = False) -> Path:
     candidate = {"name": "haiku-batch", "provider": "bedrock", "model_id": MODEL, "mode": "batch", "s3_uri": "s3://agility-batch/evals",
                  "role_arn": ROLE, "poll_s": 0.01, "params": {"max_tokens": 32}}
     return write_project(directory, rows=_rows(n), candidates=[candidate], prompts=[{"name": "qa", "template": "{{question}}"}],
-                         metrics=["exact_match"], source=None, pricing={MODEL: {"input": 1.0, "output": 2.0}})
+                         metrics=["exact_match"], source=None, pricing={MODEL: {"input": 1.0, "output": 2.0}},
+                         run={"concurrency": 2, "traces": traces})
 
 
 def test_bedrock_batch_job_fills_the_per_sample_rows_at_batch_prices(
     bedrock_batch: BatchServices, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = _bedrock_project(tmp_path, 100)
+    config = _bedrock_project(tmp_path, 100, traces=True)
     with caplog.at_level("INFO", logger="agility_mlflow"):
         (summary,) = run_project(config, progress=False, with_source=False)
     job = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/job00000001"
@@ -194,7 +195,7 @@ def _openai_project(directory: Path, base_url: str, poll_s: float = 0.01, **over
     candidate = {"name": "mini-batch", "provider": "openai", "model_id": "gpt-4o-mini", "base_url": base_url, "api_key": "sk-test",
                  "mode": "batch", "poll_s": poll_s, "params": {"max_tokens": 32}}
     return write_project(directory, rows=_rows(20), candidates=[candidate], prompts=[{"name": "qa", "template": "{{question}}"}],
-                         metrics=["exact_match"], source=None,
+                         metrics=["exact_match"], source=None, run={"concurrency": 2, "traces": False},
                          pricing={"gpt-4o-mini": {"input": 0.15, "output": 0.60, "batch_input": 0.05, "batch_output": 0.25}}, **overrides)
 
 
