@@ -48,9 +48,6 @@ NUMERIC_COLUMNS = {
     "llm_judge_score_source_llm": float,
     "human_score_source_llm": float,
 }
-GOLDEN_COLUMNS = frozenset(
-    {SAMPLE_ID, "question", "context", GROUND_TRUTH, SOURCE_ANSWER, "human_score_reasoning_source_llm", *NUMERIC_COLUMNS}
-)
 _MISSING_TEXT = {"", "nan", "null", "none"}
 _CHUNK_BYTES = 1 << 20
 _PARQUET_BATCH_ROWS = 4096

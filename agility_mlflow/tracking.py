@@ -441,9 +441,9 @@ def log_sample_trace(call: SampleCall) -> str:
 
 
 def log_pyfunc_model(
-    run_id: str, code: Path, model_config: Mapping[str, Any], *, code_paths: Sequence[Path] = (), input_columns: Sequence[str] = ()
+    code: Path, model_config: Mapping[str, Any], *, code_paths: Sequence[Path] = (), input_columns: Sequence[str] = ()
 ) -> Any:
-    """A models-from-code pyfunc model logged to ``run_id`` (which must be the active run).
+    """A models-from-code pyfunc model logged to the active run.
 
     Its signature takes one string column per name in ``input_columns`` and returns one string per row.
     ``model_config`` is stored in the model's ``MLmodel`` file: credentials in it are redacted.

@@ -26,7 +26,7 @@ from agility_mlflow.compare._runs import RunRecord
 from agility_mlflow.config import Config, load_config
 from agility_mlflow.errors import InputError
 
-logger = logging.getLogger("agility_mlflow")
+logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = "agility-report"
 WINNER = "agility.winner"

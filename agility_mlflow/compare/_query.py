@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from agility_mlflow import tracking
 from agility_mlflow.compare._runs import RunRecord
 
-logger = logging.getLogger("agility_mlflow")
+logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 RESULTS_ARTIFACT = "eval_results.json"

@@ -26,7 +26,7 @@ from agility_mlflow.evaluation._planning import estimate_project, prepare
 from agility_mlflow.evaluation._session import _run_configuration, create_backends
 from agility_mlflow.runner import Runner
 
-logger = logging.getLogger("agility_mlflow")
+logger = logging.getLogger(__name__)
 
 
 def run_project(

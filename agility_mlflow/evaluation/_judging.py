@@ -12,7 +12,7 @@ from agility_mlflow.pricing import lookup_price
 from agility_mlflow.runner import Runner
 from agility_mlflow.scoring import Judge, get_metric
 
-logger = logging.getLogger("agility_mlflow")
+logger = logging.getLogger(__name__)
 
 
 def create_judge(project: Project, runner: Runner) -> Judge | None:

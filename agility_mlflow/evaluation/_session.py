@@ -14,7 +14,7 @@ from agility_mlflow.evaluation._log import SampleTraces, log_evaluation
 from agility_mlflow.pricing import lookup_price
 from agility_mlflow.runner import Runner
 
-logger = logging.getLogger("agility_mlflow")
+logger = logging.getLogger(__name__)
 
 
 def create_backends(project: Project) -> dict[str, Backend]:

@@ -76,7 +76,6 @@ class Context:
     objective: SampleObjective
     registry_name: str
     variables: tuple[str, ...]
-    train_ids: frozenset[str]
     validation_ids: frozenset[str]
     test_ids: frozenset[str]
     experiment_id: str

@@ -298,7 +298,7 @@ def _run(
                                        "dataset_digest": project.dataset.digest}, {})
         context = Context(
             trial_project, configuration, target, runner, budget, objective, registry_name, tuple(sorted(source.variables)),
-            frozenset(split.train), frozenset(split.validation), frozenset(split.test), experiment_id, run_id, key,
+            frozenset(split.validation), frozenset(split.test), experiment_id, run_id, key,
             tuple(settings.feedback or cfg.metric_names), reflection, reflection_model,
             reflection_template(sorted(source.variables), _criteria(cfg, settings)),
             logged=_logged_evaluations(experiment_id, key),

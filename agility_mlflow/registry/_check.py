@@ -22,7 +22,7 @@ from agility_mlflow.errors import InputError
 from agility_mlflow.registry._register import DATASET_COLUMNS
 from agility_mlflow.registry._served import check_sections
 
-logger = logging.getLogger("agility_mlflow")
+logger = logging.getLogger(__name__)
 
 CHECK = "agility.check"
 CHECK_MODEL = "agility.check_model"

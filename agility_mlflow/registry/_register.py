@@ -15,7 +15,7 @@ from agility_mlflow.config import Config, InferenceParams, load_config
 from agility_mlflow.errors import InputError
 from agility_mlflow.registry import _served
 
-logger = logging.getLogger("agility_mlflow")
+logger = logging.getLogger(__name__)
 
 MODEL_CODE = Path(__file__).with_name("_model.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -141,8 +141,8 @@ def register(
         + (f"; serves the pipeline {_pipeline_text(cfg, inputs)}; inputs: {', '.join(inputs)}" if cfg.steps else "")
     )
     with tracking.evaluation_run(experiment_id, f"register/{name}", {tracking.ROLE: "registration", REGISTERED_FROM: run_id},
-                                 prompt_uri=prompt_uri) as registration_run:
-        info = tracking.log_pyfunc_model(registration_run, MODEL_CODE, model_config, code_paths=[PACKAGE_DIR], input_columns=inputs)
+                                 prompt_uri=prompt_uri):
+        info = tracking.log_pyfunc_model(MODEL_CODE, model_config, code_paths=[PACKAGE_DIR], input_columns=inputs)
     version = tracking.register_model(info.model_uri, name, alias, tags, prompt_uri, description=description[:5000])
     return Registration(name, version, alias, run_id, info.model_uri, prompt_uri)
 

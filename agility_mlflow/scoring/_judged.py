@@ -21,7 +21,7 @@ from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
 if TYPE_CHECKING:
     from agility_mlflow.scoring._judge import Judge
 
-logger = logging.getLogger("agility_mlflow")
+logger = logging.getLogger(__name__)
 
 
 ScoreWithJudge = Callable[[JudgeInput, "Judge"], JudgedScore]

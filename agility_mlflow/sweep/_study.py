@@ -57,7 +57,7 @@ def open_study(
         study_name=name,
         storage=storage,
         directions=list(directions),
-        sampler=_sampler(sweep, len(directions) > 1, constraints, search_space),
+        sampler=_sampler(sweep, constraints, search_space),
         pruner=_pruner(sweep, len(directions) > 1),
         load_if_exists=True,
     )
@@ -86,7 +86,6 @@ def _storage(url: str, heartbeat_s: int, attempts: int = 5) -> optuna.storages.R
 
 def _sampler(
     sweep: SweepConfig,
-    multi: bool,
     constraints: Callable[[FrozenTrial], Sequence[float]] | None,
     search_space: dict[str, list[Any]] | None,
 ) -> optuna.samplers.BaseSampler:

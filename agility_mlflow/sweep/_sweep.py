@@ -38,7 +38,7 @@ from agility_mlflow.runner import Runner
 from agility_mlflow.sweep import _report, _space, _study
 from agility_mlflow.sweep._objectives import Constraint, Objective, parse_constraint, parse_objective
 
-logger = logging.getLogger("agility_mlflow")
+logger = logging.getLogger(__name__)
 STUDY_TAG = "agility.study"
 TRIAL_TAG = "agility.trial"
 
