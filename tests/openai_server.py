@@ -3,7 +3,8 @@
 It answers ``POST /v1/chat/completions`` (streamed with ``include_usage`` or not) with a canned
 answer after ``latency_s``, counts calls, records the requests it answered, and can throttle (HTTP
 429) an exact, evenly spread share of them or drop the first streamed answers mid-way; it answers
-``POST /v1/embeddings`` with a fixed unit vector per text. It proves speed and fault handling, never
+``POST /v1/embeddings`` with a fixed unit vector per text, and the Batch API's files and batches with
+the same ``answer`` (``server.batch_api``, see ``tests/openai_batches.py``). It proves speed and fault handling, never
 quality: features are proven on real models.
 
 Use it as ``with start_standin(latency_s=0.0, answer=lambda request: ...) as server:`` and point an
@@ -22,6 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.openai_batches import BatchAPI
 
 
 class StandinServer(ThreadingHTTPServer):
@@ -51,6 +54,7 @@ class StandinServer(ThreadingHTTPServer):
         self.answered: list[dict[str, Any]] = []  # the body of each request answered (not throttled)
         self.headers: set[tuple[str, str]] = set()  # (lower-case name, value): proves which credentials arrived
         self.lock = threading.Lock()
+        self.batch_api = BatchAPI(answer)
 
     @property
     def url(self) -> str:
@@ -76,13 +80,20 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if "/files" in self.path or "/batches" in self.path:
+            self._batch_api(b"")
+            return
         if self.path.endswith("/stats"):
             self._json(200, {"calls": self.server.calls, "throttled": self.server.throttled})
             return
         self._json(200, {"object": "list", "data": [{"id": "standin", "object": "model"}]})
 
     def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.endswith(("/files", "/batches")):
+            self._batch_api(raw)
+            return
+        request = json.loads(raw or b"{}")
         if self.path.endswith("/embeddings"):
             self._embeddings(request)
             return
@@ -113,6 +124,14 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             self._json(200, {"id": "x", "object": "chat.completion", "created": 0, "model": request["model"], "choices": [choice], "usage": usage})
+
+    def _batch_api(self, raw: bytes) -> None:
+        status, body, content_type = self.server.batch_api.handle(self.command, self.path, self.headers.get("Content-Type", ""), raw)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _embeddings(self, request: dict[str, Any]) -> None:
         with self.server.lock:

@@ -23,7 +23,7 @@ from agility_mlflow.cli import main
 from agility_mlflow.evaluation import run_project
 from tests.bedrock_batch_server import BatchServices, start_batch_services
 from tests.helpers import GOLDEN_ROWS, REPO, write_project
-from tests.openai_standin import OpenAIStandIn
+from tests.openai_server import StandinServer, start_standin
 
 MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 ROLE = "arn:aws:iam::123456789012:role/agility-batch"
@@ -181,14 +181,10 @@ def test_bedrock_batch_needs_its_bucket_and_role(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def openai_batch() -> Iterator[OpenAIStandIn]:
-    def reply(messages: list[dict[str, Any]]) -> str:
-        return _reply(str(messages[-1]["content"]))
-
-    server = OpenAIStandIn(reply, batch_polls=2)
-    server.base_url = server.start()  # type: ignore[attr-defined]
-    yield server
-    server.stop()
+def openai_batch() -> Iterator[StandinServer]:
+    with start_standin(latency_s=0.0, answer=lambda request: _reply(str(request["messages"][-1]["content"]))) as server:
+        server.batch_api.polls = 2
+        yield server
 
 
 def _openai_project(directory: Path, base_url: str, poll_s: float = 0.01, **overrides: Any) -> Path:
@@ -199,13 +195,13 @@ def _openai_project(directory: Path, base_url: str, poll_s: float = 0.01, **over
                          pricing={"gpt-4o-mini": {"input": 0.15, "output": 0.60, "batch_input": 0.05, "batch_output": 0.25}}, **overrides)
 
 
-def test_openai_batch_reads_output_and_error_files_into_rows(openai_batch: OpenAIStandIn, tmp_path: Path) -> None:
-    config = _openai_project(tmp_path, openai_batch.base_url)  # type: ignore[attr-defined]
+def test_openai_batch_reads_output_and_error_files_into_rows(openai_batch: StandinServer, tmp_path: Path) -> None:
+    config = _openai_project(tmp_path, openai_batch.url)
     (summary,) = run_project(config, progress=False, with_source=False)
-    assert openai_batch.batch_submissions == 1 and openai_batch.chat_calls == 0
-    (batch,) = openai_batch.batches.values()
+    assert openai_batch.batch_api.submissions == 1 and openai_batch.calls == 0
+    (batch,) = openai_batch.batch_api.batches.values()
     assert batch["endpoint"] == "/v1/chat/completions" and batch["request_counts"] == {"total": 20, "completed": 19, "failed": 1}
-    line = json.loads(openai_batch.files[batch["input_file_id"]].splitlines()[0])
+    line = json.loads(openai_batch.batch_api.files[batch["input_file_id"]].splitlines()[0])
     assert line["body"]["messages"] == [{"role": "user", "content": "What is item 0?"}] and line["body"]["max_tokens"] == 32
     run = MlflowClient().get_run(summary.run_id)
     metrics = run.data.metrics
@@ -218,37 +214,37 @@ def test_openai_batch_reads_output_and_error_files_into_rows(openai_batch: OpenA
     assert metrics["cost_usd_total"] == pytest.approx(sum(r["input_tokens"] * 0.05 + r["output_tokens"] * 0.25 for r in ok) / 1e6)
 
 
-def test_a_killed_openai_batch_run_resumes_by_batch_id(openai_batch: OpenAIStandIn, tmp_path: Path) -> None:
+def test_a_killed_openai_batch_run_resumes_by_batch_id(openai_batch: StandinServer, tmp_path: Path) -> None:
     """A real SIGKILL of `agility run` while its batch runs; the next run polls the same batch and submits nothing."""
-    openai_batch.batch_polls = 10_000  # the batch runs until the test lets it finish
-    config = _openai_project(tmp_path, openai_batch.base_url, poll_s=0.05)  # type: ignore[attr-defined]
+    openai_batch.batch_api.polls = 10_000  # the batch runs until the test lets it finish
+    config = _openai_project(tmp_path, openai_batch.url, poll_s=0.05)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "agility_mlflow", "run", str(config)], env=env, cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while not any(b["_polls"] >= 2 for b in openai_batch.batches.values()):  # submitted, and being polled
+        while not any(b["_polls"] >= 2 for b in list(openai_batch.batch_api.batches.values())):  # submitted, and being polled
             assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    assert openai_batch.batch_submissions == 1
-    openai_batch.batch_polls = 0
+    assert openai_batch.batch_api.submissions == 1
+    openai_batch.batch_api.polls = 0
     (summary,) = run_project(config, progress=False, with_source=False)
-    assert openai_batch.batch_submissions == 1 and len(openai_batch.files) == 3  # one input, one output, one error file
-    assert openai_batch.batch_lists == 1  # resumed by its saved id: only the first submission looked for an orphaned batch
+    assert openai_batch.batch_api.submissions == 1 and len(openai_batch.batch_api.files) == 3  # one input, one output, one error file
+    assert openai_batch.batch_api.lists == 1  # resumed by its saved id: only the first submission looked for an orphaned batch
     metrics = MlflowClient().get_run(summary.run_id).data.metrics
     assert (metrics["n_samples"], metrics["n_errors"]) == (20, 1) and not math.isnan(metrics["cost_usd_total"])
 
 
-def test_a_sweep_trial_of_a_batch_candidate_is_one_job(openai_batch: OpenAIStandIn, tmp_path: Path) -> None:
+def test_a_sweep_trial_of_a_batch_candidate_is_one_job(openai_batch: StandinServer, tmp_path: Path) -> None:
     from agility_mlflow.sweep import run_sweep
 
     settings = {"params": {"max_tokens": {"choices": [16, 32]}}, "objective": "exact_match", "slices": 4, "n_trials": 2, "sampler": "grid"}
-    config = _openai_project(tmp_path, openai_batch.base_url, sweep=settings)  # type: ignore[attr-defined]
+    config = _openai_project(tmp_path, openai_batch.url, sweep=settings)
     result = run_sweep(config, storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False)
     assert result.n_trials == 2
-    assert openai_batch.batch_submissions == 2  # one job per trial, not one per slice
-    assert sorted(len(openai_batch.files[b["input_file_id"]].splitlines()) for b in openai_batch.batches.values()) == [20, 20]
+    assert openai_batch.batch_api.submissions == 2  # one job per trial, not one per slice
+    assert sorted(len(openai_batch.batch_api.files[b["input_file_id"]].splitlines()) for b in openai_batch.batch_api.batches.values()) == [20, 20]
