@@ -112,7 +112,7 @@ def import_review(run_id: str, path: str | Path, *, judge: str | None = "llm_jud
     if judge is not None and judge in table:
         paired = reviewed.merge(table[["sample_id", judge]], on="sample_id").dropna(subset=[judge])
         if len(paired) >= 3:
-            from agility_mlflow.scoring._calibration import JUDGE_SCALE, agreement
+            from agility_mlflow.scoring import JUDGE_SCALE, agreement
 
             # The judge's agreement with the reviewers (Spearman and Cohen's kappa), as calibration from the dataset gives it.
             found = agreement(list(paired[judge]), list(paired[SCORE]), judge_scale=JUDGE_SCALE if judge == "llm_judge" else None)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agility_mlflow.analysis._drift import SampleDrift, reference_text, sample_drift
-from agility_mlflow.scoring._common import numbers
+from agility_mlflow.scoring import numbers
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def rule_category(drift: SampleDrift, reference: str, answer: str) -> tuple[str,
 
 
 def _gives_reference_figures(answer: str, reference: str) -> bool:
-    from agility_mlflow.scoring._match import numeric_match
+    from agility_mlflow.scoring import numeric_match
 
     return numeric_match(answer, [reference], {}) == 1.0
 
@@ -310,7 +310,7 @@ def categorize_with_judge(
     A sample the judge gives no usable reply for (after ``judge.max_attempts``) gets no category and its
     ``judge_error``; its calls and cost are still counted.
     """
-    from agility_mlflow.scoring._judge import JudgeReplyError, JudgeUsage, current_usage
+    from agility_mlflow.scoring import JudgeReplyError, JudgeUsage, current_usage
 
     names = list(categories)
     schema = {"type": "object", "properties": {"category": {"type": "string", "enum": names}, "reason": CATEGORY_SCHEMA_REASON},

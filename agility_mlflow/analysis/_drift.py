@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agility_mlflow.scoring._common import Number, numbers
+from agility_mlflow.scoring import Number, numbers
 
 # A refusal declines the task instead of answering it. Matched case-insensitively anywhere in the answer.
 REFUSAL_PATTERNS: tuple[str, ...] = (

@@ -10,7 +10,7 @@ def calibrate(project: Project, result: EvaluationResult) -> dict[str, float]:
 
     Only the source run answers with the answers the humans scored, so only it is calibrated.
     """
-    from agility_mlflow.scoring._calibration import agreement
+    from agility_mlflow.scoring import agreement
 
     if HUMAN_SCORE not in project.dataset.columns or "llm_judge" not in {m.name for m in project.judged_metrics}:
         return {}

@@ -20,7 +20,7 @@ def create_judge(project: Project, runner: Runner) -> Judge | None:
 
     The judge's backend is built like a candidate's, so a missing key fails before any run.
     """
-    from agility_mlflow.scoring._embeddings import Embedder
+    from agility_mlflow.scoring import Embedder
 
     cfg = project.config
     if not project.judged_metrics or cfg.judge is None:

@@ -17,8 +17,7 @@ from agility_mlflow.pipeline import PlannedStep
 from agility_mlflow.pricing import lookup_price
 from agility_mlflow.prompts import Template, load_template
 from agility_mlflow.recorded import recorded_outputs
-from agility_mlflow.scoring import Scorer, get_metric
-from agility_mlflow.scoring._deepeval import GEVAL_PREFIX
+from agility_mlflow.scoring import GEVAL_PREFIX, Scorer, get_metric
 
 
 def prepare(

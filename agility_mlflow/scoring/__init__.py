@@ -12,23 +12,38 @@ Example:
     True
 """
 
-from agility_mlflow.scoring._judge import Judge, JudgeReplyError, model_family, parse_json
-from agility_mlflow.scoring._judged import JudgedMetric, judge_rows
+from agility_mlflow.scoring._calibration import JUDGE_SCALE, agreement
+from agility_mlflow.scoring._common import Number, numbers
+from agility_mlflow.scoring._deepeval import GEVAL_PREFIX
+from agility_mlflow.scoring._embeddings import Embedder
+from agility_mlflow.scoring._judge import Judge, JudgeReplyError, JudgeUsage, current_usage, model_family, parse_json
+from agility_mlflow.scoring._judged import JudgedMetric, judge_metrics, judge_rows
+from agility_mlflow.scoring._match import numeric_match
 from agility_mlflow.scoring._metric import Metric, get_metric, metric, metric_names
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
 
 __all__ = [
+    "Embedder",
+    "GEVAL_PREFIX",
+    "JUDGE_SCALE",
     "Judge",
     "JudgeInput",
     "JudgeReplyError",
+    "JudgeUsage",
     "JudgedMetric",
     "JudgedScore",
     "Metric",
+    "Number",
     "Scorer",
+    "agreement",
+    "current_usage",
     "get_metric",
+    "judge_metrics",
     "judge_rows",
     "metric",
     "metric_names",
     "model_family",
+    "numbers",
+    "numeric_match",
     "parse_json",
 ]
