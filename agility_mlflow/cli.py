@@ -134,7 +134,7 @@ def summary_table(summaries: Sequence[RunSummary], metric_names: Sequence[str]) 
             f"{m.get('n_samples', 0):.0f}",
             f"{m.get('n_errors', 0):.0f}",
             *[_fmt(m.get(name)) for name in metric_names],
-            _fmt(m.get("latency_p50_s")),
+            _fmt(m.get("latency_p50_s")) if "latency_p50_s" in m else "not measured",  # batch jobs, replays without latencies
             _fmt(m.get("cost_usd_total"), digits=6) if "cost_usd_total" in m else "unknown",
             s.run_id,
         ]

@@ -161,6 +161,14 @@ def test_a_run_killed_between_submitting_and_saving_the_job_id_finds_its_job(
     assert MlflowClient().get_run(summary.run_id).data.metrics["n_samples"] == 100
 
 
+def test_the_run_table_says_latency_was_not_measured() -> None:
+    from agility_mlflow.cli import summary_table
+    from agility_mlflow.evaluation import RunSummary
+
+    table = summary_table([RunSummary("r1", "candidate", "haiku-batch", "prompts:/qa/1", {"n_samples": 100.0, "cost_usd_total": 0.002})], [])
+    assert table.splitlines()[1].split()[4:6] == ["not", "measured"]
+
+
 def test_a_bedrock_batch_below_the_minimum_is_refused_before_anything_is_sent(bedrock_batch: BatchServices, tmp_path: Path) -> None:
     config = _bedrock_project(tmp_path, 99)
     result = CliRunner().invoke(main, ["run", str(config)])
