@@ -37,6 +37,7 @@ class BedrockBatchStandIn:
         s3: A boto3 S3 client on the same S3 the jobs read and write.
         reply: The answer text for a record's last user text; raising ``ValueError`` fails that record.
         polls: Status checks a job stays ``InProgress`` (processed records grow with each).
+        fail_message: When set, jobs end ``Failed`` with this message instead of being processed.
 
     Attributes:
         submissions: ``CreateModelInvocationJob`` calls that created a job (a repeated token creates none).
@@ -47,6 +48,7 @@ class BedrockBatchStandIn:
         self.s3 = s3
         self.reply = reply
         self.polls = polls
+        self.fail_message: str | None = None
         self.submissions = 0
         self.jobs: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
@@ -96,7 +98,9 @@ class BedrockBatchStandIn:
             job = self.jobs[arn]
             job["_polls"] += 1
             if job["status"] in ("Submitted", "InProgress"):
-                if job["_polls"] > self.polls:
+                if job["_polls"] > self.polls and self.fail_message:
+                    job.update(status="Failed", message=self.fail_message)
+                elif job["_polls"] > self.polls:
                     self._process(job)
                 else:
                     job["status"] = "InProgress"

@@ -25,6 +25,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,7 +177,8 @@ def run_batch(
         except InputError as exc:
             raise InputError(f"{description or backend.model_id}: {exc}") from None
         # The name the job is submitted under, persisted first: a retry after a kill mid-submission finds the job by it.
-        token = (job or {}).get("token") or f"agility-{key[:24]}-{int(time.time())}"
+        # New for each submission (a failed job's token would fetch that job again), the same on a retry of this one.
+        token = (job or {}).get("token") or f"agility-{key[:24]}-{uuid.uuid4().hex[:12]}"
         pending = dict(job or {}, key=key, token=token, provider=backend.provider, model_id=backend.model_id, records=len(conversations))
         store.put(key, pending)  # before the job exists: a kill during submission leaves its name and token to find it by
         job = {**pending, **_once(backend.submit, key, lines, pending), "submitted_at": time.time()}

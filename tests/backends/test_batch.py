@@ -161,6 +161,23 @@ def test_a_run_killed_between_submitting_and_saving_the_job_id_finds_its_job(
     assert MlflowClient().get_run(summary.run_id).data.metrics["n_samples"] == 100
 
 
+def test_a_failed_bedrock_job_fails_the_run_and_the_next_run_submits_anew(bedrock_batch: BatchServices, tmp_path: Path) -> None:
+    config = _bedrock_project(tmp_path, 100)
+    bedrock_batch.bedrock.fail_message = "Amazon Bedrock could not read s3://agility-batch/evals: check the service role's permissions"
+    result = CliRunner().invoke(main, ["run", str(config)])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {MODEL}: batch job arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/job00000001 ended Failed: "
+        "Amazon Bedrock could not read s3://agility-batch/evals: check the service role's permissions")
+    (run,) = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("test-migration").experiment_id], "tags.`agility.role` = 'candidate'")
+    assert run.info.status == "FAILED"
+    assert not list((Path(os.environ["AGILITY_CACHE_DIR"]) / "batch-jobs").glob("*.json"))  # nothing left to resume
+    bedrock_batch.bedrock.fail_message = None
+    (summary,) = run_project(config, progress=False, with_source=False)
+    assert bedrock_batch.bedrock.submissions == 2
+    assert MlflowClient().get_run(summary.run_id).data.metrics["n_errors"] == 1
+
+
 def test_the_run_table_says_latency_was_not_measured() -> None:
     from agility_mlflow.cli import summary_table
     from agility_mlflow.evaluation import RunSummary
