@@ -23,37 +23,13 @@ from agility_mlflow.analysis._report import _short, drift_lines
 from agility_mlflow.compare._runs import RunRecord
 
 
-def feedback_for(
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    source_rows: Sequence[Mapping[str, Any]] = (),
-    metric: str,
-    higher_is_better: bool = True,
-    threshold: float | None = None,
-    categories: Mapping[str, str] | None = None,
-    questions: Mapping[str, str] | None = None,
-    examples: int = 2,
-    seed: int = 0,
-) -> str:
+def feedback_for(rows: Sequence[Mapping[str, Any]], *, examples: int = 2, **options: Any) -> str:
     """What went wrong in ``rows`` (``eval_results`` rows of one evaluation), as text for a reflection model.
 
-    Offline and deterministic: no model is called. The failing samples are those below the source's
-    answer on ``metric`` (when ``source_rows`` are given) or below ``threshold``; with neither, those
-    below the rows' own mean.
-
-    Args:
-        rows: The evaluated rows (``sample_id``, ``output``, ``reference``, ``error``, ``finish_reason``, scores).
-        source_rows: The source's rows on the same samples, to pair with.
-        metric: The score column that says a sample failed.
-        higher_is_better: ``metric``'s direction.
-        threshold: Also a failure below this value.
-        categories: A taxonomy ``{name: description}``; default the built-in one.
-        questions: Sample id to question, shown in the examples.
-        examples: Examples per category.
-        seed: Clustering seed.
+    The text of :func:`analysis_for` ``(rows, **options)`` (which documents the options), with
+    ``examples`` examples per category. Offline and deterministic: no model is called.
     """
-    return analysis_for(rows, source_rows=source_rows, metric=metric, higher_is_better=higher_is_better, threshold=threshold,
-                        categories=categories, questions=questions, seed=seed).feedback_text(examples)
+    return analysis_for(rows, **options).feedback_text(examples)
 
 
 def analysis_for(
@@ -67,7 +43,21 @@ def analysis_for(
     questions: Mapping[str, str] | None = None,
     seed: int = 0,
 ) -> RunAnalysis:
-    """The offline :class:`RunAnalysis` of ``rows`` (the data behind :func:`feedback_for`: counts, examples, drift)."""
+    """The offline :class:`RunAnalysis` of ``rows`` (the data behind :func:`feedback_for`: counts, examples, drift).
+
+    The failing samples are those below the source's answer on ``metric`` (when ``source_rows`` are
+    given) or below ``threshold``; with neither, those below the rows' own mean.
+
+    Args:
+        rows: The evaluated rows (``sample_id``, ``output``, ``reference``, ``error``, ``finish_reason``, scores).
+        source_rows: The source's rows on the same samples, to pair with.
+        metric: The score column that says a sample failed.
+        higher_is_better: ``metric``'s direction.
+        threshold: Also a failure below this value.
+        categories: A taxonomy ``{name: description}``; default the built-in one.
+        questions: Sample id to question, shown in the examples.
+        seed: Clustering seed.
+    """
     if not source_rows and threshold is None:
         scored = [float(r[metric]) for r in rows if r.get("error") is None and isinstance(r.get(metric), (int, float))]
         threshold = sum(scored) / len(scored) if scored else None
