@@ -45,6 +45,21 @@ _SECRET_NAME = re.compile(
 # Values that are credentials under any name: one bearer token or basic-auth pair, nothing else.
 _SECRET_VALUE = re.compile(r"\s*(?:bearer\s+\S+|basic\s+[A-Za-z0-9+/=]{8,})\s*", re.IGNORECASE)
 
+SQLITE_PREFIX = "sqlite:///"
+"""What starts a sqlite store's URI; the database path follows (``sqlite:////abs.db`` is absolute)."""
+
+
+def sqlite_path(uri: str | None) -> Path | None:
+    """The database file of a sqlite URI, as written (relative or absolute); ``None`` for any other URI.
+
+    Example:
+        >>> sqlite_path("sqlite:///mlflow.db"), sqlite_path("sqlite:////tmp/m.db"), sqlite_path("http://127.0.0.1:5000")
+        (PosixPath('mlflow.db'), PosixPath('/tmp/m.db'), None)
+    """
+    if uri and uri.startswith(SQLITE_PREFIX):
+        return Path(uri[len(SQLITE_PREFIX) :])
+    return None
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -651,8 +666,9 @@ class Config(_Strict):
     def resolved_tracking_uri(self) -> str | None:
         """The config's tracking URI with a relative sqlite path made relative to the config file."""
         uri = self.tracking_uri
-        if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            return "sqlite:///" + str(self.resolve(uri[len("sqlite:///") :]))
+        path = sqlite_path(uri)
+        if path is not None and not path.is_absolute():
+            return SQLITE_PREFIX + str(self.resolve(path))
         return uri
 
     def price_overrides(self) -> dict[str, dict[str, float]]:

@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 
 from agility_mlflow._process import process_alive
 from agility_mlflow._trace_writer import SampleCall as SampleCall  # re-exported: log_sample_trace takes one
-from agility_mlflow.config import redact
+from agility_mlflow.config import redact, sqlite_path
 from agility_mlflow.prompts import Template
 
 logger = logging.getLogger(__name__)
@@ -93,11 +93,11 @@ def configure(tracking_uri: str | None, experiment: str) -> str:
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     check_reachable()
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///") and MlflowClient().get_experiment_by_name(experiment) is None:
+    store = sqlite_path(mlflow.get_tracking_uri())
+    if store is not None and MlflowClient().get_experiment_by_name(experiment) is None:
         # MLflow's default artifact root for a sqlite store is ./mlruns in whatever folder the command
         # runs from: keep artifacts beside the database instead, where the next command finds them.
-        root = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts"
+        root = store.resolve().parent / "mlartifacts"
         try:
             MlflowClient().create_experiment(experiment, artifact_location=root.as_uri())
         except MlflowException:

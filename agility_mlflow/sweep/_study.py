@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from agility_mlflow._process import process_alive
-from agility_mlflow.config import SweepConfig
+from agility_mlflow.config import SQLITE_PREFIX, SweepConfig, sqlite_path
 from agility_mlflow.sweep._objectives import Direction
 
 logger = logging.getLogger(__name__)
@@ -38,9 +38,8 @@ RESERVED_ATTR = "agility.reserved_usd"
 
 def default_storage(tracking_uri: str | None) -> str:
     """sqlite beside a sqlite tracking store (``optuna.db``); ``./optuna.db`` otherwise."""
-    if tracking_uri and tracking_uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(tracking_uri[len('sqlite:///'):]).parent / 'optuna.db'}"
-    return f"sqlite:///{Path.cwd() / 'optuna.db'}"
+    store = sqlite_path(tracking_uri)
+    return f"{SQLITE_PREFIX}{(store.parent if store is not None else Path.cwd()) / 'optuna.db'}"
 
 
 def open_study(
