@@ -176,7 +176,7 @@ def load_template(
         ('source.TXT', ['CONTEXT', 'QUERY'], 'Context: {{CONTEXT}}\\nQ: {{QUERY}}')
     """
     if template.startswith(REGISTRY_SCHEME):
-        return _from_registry(name, template, system, base_dir, tracking_uri)
+        return template_from_registry(template, name=name, tracking_uri=tracking_uri, system=system, base_dir=base_dir)
     user_text, origin = _file_or_text(template, base_dir, name)
     system_text = _file_or_text(system, base_dir, name)[0] if system is not None else None
     return Template.from_text(name, user_text, system_text, origin, format=format)
@@ -191,22 +191,31 @@ def registry_template_parts(content: str | list[dict[str, str]]) -> tuple[str, s
     return user, system, _formats.registry_format([m["content"] for m in content])
 
 
-def _from_registry(name: str, uri: str, system: str | None, base_dir: Path, tracking_uri: str | None) -> Template:
+def template_from_registry(
+    uri: str, *, name: str | None = None, tracking_uri: str | None = None, system: str | None = None, base_dir: Path = Path(".")
+) -> Template:
+    """A Prompt Registry version (``prompts:/NAME/N`` or ``prompts:/NAME@ALIAS``) as a :class:`Template`.
+
+    The template is named ``name`` (default: its registry name), keeps the version's URI (so it is
+    never registered again) and the format MLflow renders it in. ``system`` (a file relative to
+    ``base_dir``, or the text) adds a system message to a text prompt; a chat prompt brings its own.
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    label = name or uri
     try:
         stored = MlflowClient(tracking_uri=tracking_uri).load_prompt(uri)
     except MlflowException as exc:
-        raise InputError(f"prompt '{name}': cannot load {uri} from the Prompt Registry: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"prompt '{label}': cannot load {uri} from the Prompt Registry: {str(exc).splitlines()[0]}") from None
     if stored is None:
-        raise InputError(f"prompt '{name}': {uri} is not in the Prompt Registry")
+        raise InputError(f"prompt '{label}': {uri} is not in the Prompt Registry")
     user_text, system_text, fmt = registry_template_parts(stored.template)
     if isinstance(stored.template, str):
-        system_text = _file_or_text(system, base_dir, name)[0] if system is not None else None
+        system_text = _file_or_text(system, base_dir, label)[0] if system is not None else None
     elif system is not None:
-        raise InputError(f"prompt '{name}': {uri} is a chat prompt with its own system message; drop 'system'")
-    return Template.from_text(name, user_text, system_text, origin=stored.uri, registry_uri=stored.uri, format=fmt)
+        raise InputError(f"prompt '{label}': {uri} is a chat prompt with its own system message; drop 'system'")
+    return Template.from_text(name or stored.name, user_text, system_text, origin=stored.uri, registry_uri=stored.uri, format=fmt)
 
 
 def looks_like_path(value: str) -> bool:

@@ -223,9 +223,7 @@ def _run(client: Any, run_id: str, experiment_id: str, cfg: Config) -> Any:
 
 def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
     """Provider, endpoint options, prompt text and parameters of ``run``: what its answers came from."""
-    from mlflow import MlflowClient
-
-    from agility_mlflow.prompts import registry_template_parts
+    from agility_mlflow.prompts import template_from_registry
 
     params = run.data.params
     candidate_name = run.data.tags.get("agility.candidate")
@@ -256,16 +254,15 @@ def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
                        candidate.api_key_env or "OPENAI_API_KEY")
     model = candidate.model_dump(mode="json", exclude={"name", "prompts", "api_key", "params"}, exclude_none=True)
     model["params"] = InferenceParams.model_validate(inference).model_dump(mode="json", exclude_none=True)  # an unset provider control is no control
-    prompt = MlflowClient().load_prompt(prompt_uri)
-    user, system, fmt = registry_template_parts(prompt.template)
+    prompt = template_from_registry(prompt_uri)
     price = cfg.pricing.get(candidate.model_id)
     return {
         "model": model,
         "prompt_uri": prompt_uri,
         "prompt_name": prompt.name,
-        "template": user,
-        "system": system,
-        "format": fmt,
+        "template": prompt.user,
+        "system": prompt.system,
+        "format": prompt.format,
         "pricing": {candidate.model_id: price.model_dump()} if price else {},
     }
 

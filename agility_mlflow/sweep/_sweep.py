@@ -33,7 +33,7 @@ from agility_mlflow.evaluation import (
     warn_same_family,
 )
 from agility_mlflow.pricing import lookup_price
-from agility_mlflow.prompts import Template, registry_template_parts
+from agility_mlflow.prompts import Template, template_from_registry
 from agility_mlflow.runner import Runner
 from agility_mlflow.sweep import _report, _space, _study
 from agility_mlflow.sweep._objectives import Constraint, Objective, parse_constraint, parse_objective
@@ -227,7 +227,6 @@ def _current_tracking_uri() -> str:
 
 def _templates(project: Project, sweep: SweepConfig) -> dict[str, Template]:
     """Config prompts by name, plus registry prompts by URI."""
-    import mlflow
 
     migrated = project.config.migrated_step
     # With steps:, the prompts to vary are the migrated step's; the others belong to fixed steps.
@@ -238,12 +237,11 @@ def _templates(project: Project, sweep: SweepConfig) -> dict[str, Template]:
             templates[key] = project.templates[key]
             continue
         try:
-            version = mlflow.genai.load_prompt(key)
-        except Exception as exc:  # MlflowException or a malformed URI
-            raise InputError(f"sweep.prompts: cannot load '{key}' ({str(exc).splitlines()[0]})") from None
-        user, system, fmt = registry_template_parts(version.template)
-        template = Template.from_text(version.name, user, system, origin=key, format=fmt)
+            template = template_from_registry(key)
+        except InputError as exc:
+            raise InputError(f"sweep.prompts: {exc}") from None
         template.check_columns(project.dataset.columns, project.dataset.path.name)
+        project.dataset.require(sorted(template.variables), f"prompt '{key}'")
         templates[key] = template
     return templates
 
