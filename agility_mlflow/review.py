@@ -85,11 +85,11 @@ def export_review(
 
 
 def _higher_is_better(column: str) -> bool:
-    """A score column's direction, by the sweep's rule (run-metric prefixes, else the metric's own); unknown: higher."""
-    from agility_mlflow.sweep._objectives import direction
+    """A score column's direction (the one rule: :func:`agility_mlflow.scoring.higher_is_better`); unknown: higher."""
+    from agility_mlflow.scoring import higher_is_better
 
     try:
-        return direction(column) == "maximize"
+        return higher_is_better(column)
     except InputError:
         return True  # a column of the user's own (a human score): higher is better
 

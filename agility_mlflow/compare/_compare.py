@@ -10,8 +10,6 @@ from typing import Any
 
 from agility_mlflow.compare import _query
 from agility_mlflow.compare._decision import (
-    DATASET_DIGEST,
-    LOWER_IS_BETTER_RUN_METRICS,
     QUALITY,
     Verdict,
     check_limits,
@@ -25,6 +23,7 @@ from agility_mlflow.compare._result import Comparison
 from agility_mlflow.compare._runs import RunRecord
 from agility_mlflow.config import Config, load_config
 from agility_mlflow.errors import InputError
+from agility_mlflow.vocabulary import DATASET_DIGEST, LOWER_IS_BETTER_RUN_METRICS
 
 logger = logging.getLogger(__name__)
 

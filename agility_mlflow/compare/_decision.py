@@ -25,29 +25,13 @@ from typing import Any, Literal
 from agility_mlflow.compare import _stats
 from agility_mlflow.compare._runs import RunRecord
 from agility_mlflow.config import DecisionConfig
+from agility_mlflow.vocabulary import DATASET_DIGEST
 
 Outcome = Literal["pass", "fail", "insufficient", "stale"]
 QUALITY = "quality"
 """The ``tie_break`` key for the first primary metric."""
 
-# Run-level metrics (scoring.stats.run_metrics) where less is better; usable as tie-break keys.
-LOWER_IS_BETTER_RUN_METRICS = frozenset(
-    {
-        "cost_usd_total",
-        "cost_usd_per_sample",
-        "latency_mean_s",
-        "latency_p50_s",
-        "latency_p95_s",
-        "ttft_p50_s",
-        "ttft_p95_s",
-        "input_tokens_mean",
-        "output_tokens_mean",
-        "n_errors",
-    }
-)
 _OUTCOME_ORDER = {"pass": 0, "insufficient": 1, "fail": 2, "stale": 3}
-DATASET_DIGEST = "dataset_digest"
-"""The run param holding the golden dataset's digest: runs on different digests are never paired."""
 
 
 @dataclass(frozen=True)
@@ -180,12 +164,10 @@ class Verdict:
 
 
 def metric_direction(name: str) -> bool:
-    """True when higher values of ``name`` are better: a quality metric's own direction, or a run metric's."""
-    if name in LOWER_IS_BETTER_RUN_METRICS:
-        return False
-    from agility_mlflow.scoring import get_metric
+    """True when higher values of ``name`` are better (:func:`agility_mlflow.scoring.higher_is_better`, the one rule)."""
+    from agility_mlflow.scoring import higher_is_better
 
-    return get_metric(name).higher_is_better
+    return higher_is_better(name)
 
 
 def compare_metric(

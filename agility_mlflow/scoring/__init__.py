@@ -19,7 +19,7 @@ from agility_mlflow.scoring._embeddings import Embedder
 from agility_mlflow.scoring._judge import Judge, JudgeReplyError, JudgeUsage, current_usage, model_family, parse_json
 from agility_mlflow.scoring._judged import JudgedMetric, judge_metrics, judge_rows
 from agility_mlflow.scoring._match import numeric_match
-from agility_mlflow.scoring._metric import Metric, get_metric, metric, metric_names
+from agility_mlflow.scoring._metric import Metric, get_metric, higher_is_better, metric, metric_names
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "agreement",
     "current_usage",
     "get_metric",
+    "higher_is_better",
     "judge_metrics",
     "judge_rows",
     "metric",

@@ -11,6 +11,7 @@ from agility_mlflow.errors import InputError
 from agility_mlflow.scoring._deepeval import DEEPEVAL_METRICS, GEVAL_PREFIX, deepeval_metric
 from agility_mlflow.scoring._judged import JudgedMetric
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
+from agility_mlflow.vocabulary import lower_is_better
 
 if TYPE_CHECKING:
     from agility_mlflow.scoring._judge import Judge
@@ -95,6 +96,22 @@ def get_metric(name: str, judge: Judge | None = None) -> Scorer:
         known = ", ".join(sorted(_FACTORIES) + [f"{GEVAL_PREFIX}<name>"])
         raise InputError(f"unknown metric '{name}' (known: {known})")
     return _FACTORIES[name](judge)
+
+
+def higher_is_better(name: str) -> bool:
+    """The one direction rule: whether higher values of a metric or result column ``name`` are better.
+
+    Cost, latency, time to first token, tokens and errors (the vocabulary's lower-is-better run
+    metrics and result columns) are lower-is-better; a quality metric has its own direction. An
+    unknown name is an :class:`InputError`.
+
+    Example:
+        >>> higher_is_better("token_f1"), higher_is_better("cost_usd_per_sample"), higher_is_better("latency_s")
+        (True, False, False)
+    """
+    if lower_is_better(name):
+        return False
+    return get_metric(name).higher_is_better
 
 
 def metric_names() -> list[str]:

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agility_mlflow.errors import InputError
-from agility_mlflow.scoring import get_metric
+from agility_mlflow.scoring import higher_is_better
 
-_LOWER_IS_BETTER_PREFIXES = ("latency_", "ttft_", "cost_", "input_tokens", "output_tokens", "n_errors")
 _CONSTRAINT = re.compile(
     r"^\s*(?P<metric>[A-Za-z_][\w.]*)\s*(?P<op><=|>=)\s*"
     r"(?:(?P<source>source)\s*(?:(?P<sign>[+-])\s*(?P<offset>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?))?|(?P<value>[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?))\s*$"
@@ -27,10 +26,8 @@ def direction(metric: str) -> Direction:
         >>> direction("cost_usd_per_sample"), direction("token_f1")
         ('minimize', 'maximize')
     """
-    if metric.startswith(_LOWER_IS_BETTER_PREFIXES):
-        return "minimize"
     try:
-        return "maximize" if get_metric(metric).higher_is_better else "minimize"
+        return "maximize" if higher_is_better(metric) else "minimize"
     except InputError:
         raise InputError(f"sweep.objective: unknown metric '{metric}'") from None
 

@@ -1,0 +1,114 @@
+"""Every name agility_mlflow writes to MLflow and reads back: one place, so writer and reader never drift.
+
+The per-sample result columns (``eval_results.json``), the run metrics with their direction, the
+``agility.*`` run and trace tags, the artifact names and the tags of a registered model version.
+Nothing here imports from the package: every module may use it. The names are the contracts of
+``shared/DESIGN.md``; they are extended, never renamed.
+
+Example:
+    >>> RESULTS_ARTIFACT, ROLE, score_key("token_f1")
+    ('eval_results.json', 'agility.role', 'agility.score.token_f1')
+    >>> lower_is_better("cost_usd_per_sample"), lower_is_better("latency_s"), lower_is_better("token_f1")
+    (True, True, False)
+"""
+
+from __future__ import annotations
+
+# --- Result columns: one row per sample in eval_results.json -------------------------------------
+SAMPLE_ID = "sample_id"
+OUTPUT = "output"
+REFERENCE = "reference"
+ERROR = "error"
+"""The sample's error (``None`` when the model answered); an errored sample has no scores."""
+LATENCY = "latency_s"
+TTFT = "ttft_s"
+PROVIDER_LATENCY = "provider_latency_s"
+INPUT_TOKENS = "input_tokens"
+OUTPUT_TOKENS = "output_tokens"
+COST = "cost_usd"
+FINISH_REASON = "finish_reason"
+CACHED = "cached"
+INPUT_DIGEST = "input_digest"
+"""Fingerprint of what a sample gave the model and the judge: rows whose digests differ are not the same question."""
+BOOKKEEPING_COLUMNS = frozenset({LATENCY, TTFT, PROVIDER_LATENCY, INPUT_TOKENS, OUTPUT_TOKENS, COST, FINISH_REASON, CACHED})
+"""Measurement columns of a result row: neither the answer nor a score."""
+
+# --- Run metrics (scoring.stats.run_metrics) -------------------------------------------------------
+N_SAMPLES = "n_samples"
+N_ERRORS = "n_errors"
+LATENCY_P50 = "latency_p50_s"
+COST_TOTAL = "cost_usd_total"
+COST_PER_SAMPLE = "cost_usd_per_sample"
+LOWER_IS_BETTER_RUN_METRICS = frozenset(
+    {
+        COST_TOTAL,
+        COST_PER_SAMPLE,
+        "latency_mean_s",
+        LATENCY_P50,
+        "latency_p95_s",
+        "ttft_p50_s",
+        "ttft_p95_s",
+        "input_tokens_mean",
+        "output_tokens_mean",
+        N_ERRORS,
+    }
+)
+"""Run metrics where less is better (cost, latency, time to first token, tokens, errors)."""
+LOWER_IS_BETTER_COLUMNS = frozenset({LATENCY, TTFT, INPUT_TOKENS, OUTPUT_TOKENS, COST})
+"""Result columns where less is better: a sample's own latency, tokens and cost."""
+
+
+def lower_is_better(name: str) -> bool:
+    """Whether less is better for a run metric or result column of this module's vocabulary.
+
+    Quality metrics carry their own direction (``scoring.higher_is_better`` asks them); for any
+    other name this says ``False``.
+    """
+    return name in LOWER_IS_BETTER_RUN_METRICS or name in LOWER_IS_BETTER_COLUMNS
+
+
+# --- Run params ---------------------------------------------------------------------------------
+DATASET_DIGEST = "dataset_digest"
+"""The run param holding the golden dataset's digest: runs on different digests are never paired."""
+
+# --- Run tags -------------------------------------------------------------------------------------
+ROLE = "agility.role"
+"""``source``, ``candidate``, ``trial``, ``comparison``, ``check``, ``study`` ..."""
+CANDIDATE = "agility.candidate"
+PROMPT = "agility.prompt"
+HOST = "agility.host"
+PID = "agility.pid"
+RUN_ERROR = "agility.error"
+"""Why a run FAILED (the tag; not the result column :data:`ERROR`)."""
+OPTIMIZATION = "agility.optimization"
+SCORE_PREFIX = "agility.score."
+"""A sample trace's score attribute, and a registered version's score tag: ``agility.score.<metric>``."""
+
+# --- Trace attributes -------------------------------------------------------------------------------
+TRACE_SAMPLE_ID = "agility.sample_id"
+TRACE_CACHED = "agility.cached"
+
+# --- Artifacts ------------------------------------------------------------------------------------
+RESULTS_ARTIFACT = "eval_results.json"
+CONFIG_ARTIFACT = "config.yaml"
+VERDICTS_ARTIFACT = "verdicts.json"
+HUMAN_REVIEW_ARTIFACT = "human_review.json"
+
+# --- Tags of a registered model version (written by register, read by check) ------------------------
+REGISTERED_FROM = "agility.registered_from_run"
+DATASET_COLUMNS = "agility.dataset_columns"
+EXPERIMENT = "agility.experiment"
+METRICS = "agility.metrics"
+"""JSON list of the quality metrics the version was registered on."""
+MARGINS = "agility.margins"
+"""JSON ``{metric: margin}``."""
+CONFIDENCE = "agility.confidence"
+MAX_ERROR_RATE = "agility.max_error_rate"
+JUDGE = "agility.judge"
+"""The judge's config as JSON, when the version was judged."""
+VERDICT_PREFIX = "agility.verdict."
+
+
+def score_key(metric: str) -> str:
+    """The ``agility.score.<metric>`` tag or trace attribute of ``metric``."""
+    return SCORE_PREFIX + metric
