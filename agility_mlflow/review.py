@@ -22,9 +22,18 @@ from pathlib import Path
 import pandas as pd
 
 from agility_mlflow.errors import InputError
+from agility_mlflow.vocabulary import (
+    BOOKKEEPING_COLUMNS,
+    ERROR,
+    HUMAN_REVIEW_ARTIFACT,
+    OUTPUT,
+    REFERENCE,
+    RESULTS_ARTIFACT,
+    SAMPLE_ID,
+)
 
 SCORE, REASONING, PICKED = "human_score", "human_reasoning", "picked_because"
-_SHOWN = ["sample_id", "output", "reference", "error"]
+_SHOWN = [SAMPLE_ID, OUTPUT, REFERENCE, ERROR]
 CATEGORY = "error_category"
 _ANALYSIS = [CATEGORY, "error_reason"]
 
@@ -78,7 +87,7 @@ def export_review(
     for sample_id in rest.sample(n=min(sample, len(rest)), random_state=seed)["sample_id"]:
         picked[sample_id] = "random"
     chosen = table.set_index("sample_id").loc[list(picked)].reset_index()
-    scores = [c for c in table.columns if c not in _SHOWN and c not in _BOOKKEEPING and c not in _ANALYSIS]
+    scores = [c for c in table.columns if c not in _SHOWN and c not in BOOKKEEPING_COLUMNS and c not in _ANALYSIS]
     frame = chosen[[c for c in [*_SHOWN, *_ANALYSIS] if c in chosen] + scores].assign(**{PICKED: list(picked.values()), SCORE: "", REASONING: ""})
     frame.to_csv(output, index=False)
     return len(frame)
@@ -118,28 +127,27 @@ def import_review(run_id: str, path: str | Path, *, judge: str | None = "llm_jud
             found = agreement(list(paired[judge]), list(paired[SCORE]), judge_scale=JUDGE_SCALE if judge == "llm_judge" else None)
             metrics.update({k: v for k, v in found.items() if k != "judge_human_n"})
     tracking.log_run_data(run_id, {}, metrics)
-    tracking.log_results_table(run_id, reviewed.to_dict("records"), artifact_file="human_review.json")
+    tracking.log_results_table(run_id, reviewed.to_dict("records"), artifact_file=HUMAN_REVIEW_ARTIFACT)
     tracking.log_human_assessments(run_id, {row["sample_id"]: (row[SCORE], row[REASONING]) for row in reviewed.to_dict("records")})
     return metrics
 
 
-_BOOKKEEPING = {"latency_s", "ttft_s", "provider_latency_s", "input_tokens", "output_tokens", "cost_usd", "finish_reason", "cached"}
-
-
 def _results(run_id: str) -> pd.DataFrame:
-    import json
     import tempfile
 
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from agility_mlflow import tracking
 
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            data = json.loads(Path(MlflowClient().download_artifacts(run_id, "eval_results.json", scratch)).read_text())
-    except (MlflowException, OSError) as exc:
-        raise InputError(f"run {run_id}: no eval_results.json to review ({str(exc).splitlines()[0]})") from None
-    table = pd.DataFrame(data["data"], columns=data["columns"])
-    table["sample_id"] = table["sample_id"].astype(str)
+            rows = tracking.read_table(run_id, RESULTS_ARTIFACT, directory=scratch)
+    except (MlflowException, OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"run {run_id}: no {RESULTS_ARTIFACT} to review ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if not rows:
+        raise InputError(f"run {run_id}: {RESULTS_ARTIFACT} has no samples to review")
+    table = pd.DataFrame(rows)
+    table[SAMPLE_ID] = table[SAMPLE_ID].astype(str)
     return table
 
 
@@ -163,7 +171,7 @@ def _with_categories(table: pd.DataFrame, run_id: str) -> pd.DataFrame:
 def _require(table: pd.DataFrame, columns: list[str], run_id: str) -> None:
     for column in columns:
         if column not in table:
-            known = ", ".join(c for c in table.columns if c not in _SHOWN and c not in _BOOKKEEPING)
+            known = ", ".join(c for c in table.columns if c not in _SHOWN and c not in BOOKKEEPING_COLUMNS)
             raise InputError(f"run {run_id} has no '{column}' column to pick samples by (scores: {known})")
 
 

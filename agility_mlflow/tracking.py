@@ -30,14 +30,14 @@ from agility_mlflow._trace_writer import SampleCall as SampleCall  # re-exported
 from agility_mlflow.config import redact, sqlite_path
 from agility_mlflow.prompts import Template
 
+# The run tags other modules name as tracking.ROLE and so on: the vocabulary's, re-exported.
+from agility_mlflow.vocabulary import CANDIDATE as CANDIDATE
+from agility_mlflow.vocabulary import HOST, PID, RESULTS_ARTIFACT, RUN_ERROR, TRACE_SAMPLE_ID
+from agility_mlflow.vocabulary import PROMPT as PROMPT
+from agility_mlflow.vocabulary import ROLE as ROLE
+
 logger = logging.getLogger(__name__)
 
-ROLE = "agility.role"
-CANDIDATE = "agility.candidate"
-PROMPT = "agility.prompt"
-HOST = "agility.host"
-PID = "agility.pid"
-ERROR = "agility.error"
 _PARAM_VALUE_LIMIT = 6000
 PREFLIGHT_TIMEOUT_S = 5.0
 """How long the reachability check waits for a tracking server's first answer."""
@@ -199,7 +199,7 @@ def fail_if_running(run_id: str, reason: str) -> bool:
     client = MlflowClient()
     if client.get_run(run_id).info.status != "RUNNING":
         return False
-    client.set_tag(run_id, ERROR, reason)
+    client.set_tag(run_id, RUN_ERROR, reason)
     client.set_terminated(run_id, status="FAILED")
     return True
 
@@ -281,7 +281,7 @@ def parent_in_experiment(parent_run_id: str | None, experiment_id: str) -> Itera
 
 def _end(run_id: str, status: str, reason: str) -> None:
     try:
-        MlflowClient().set_tag(run_id, ERROR, reason[:5000])
+        MlflowClient().set_tag(run_id, RUN_ERROR, reason[:5000])
     finally:
         mlflow.end_run(status)
 
@@ -301,13 +301,25 @@ def _param_text(value: Any) -> str:
     return text[:_PARAM_VALUE_LIMIT]
 
 
-def log_results_table(run_id: str, rows: Sequence[Mapping[str, Any]], artifact_file: str = "eval_results.json") -> None:
+def log_results_table(run_id: str, rows: Sequence[Mapping[str, Any]], artifact_file: str = RESULTS_ARTIFACT) -> None:
     """A per-sample table (by default ``eval_results.json``, which the MLflow UI shows under Evaluation)."""
     import pandas as pd
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # schema inference hints about integer columns
         mlflow.log_table(pd.DataFrame(list(rows)), artifact_file=artifact_file, run_id=run_id)
+
+
+def read_table(run_id: str, artifact_file: str = RESULTS_ARTIFACT, *, directory: str | Path, client: MlflowClient | None = None) -> list[dict[str, Any]]:
+    """The rows of a per-sample table written by :func:`log_results_table` or :func:`replace_table`, downloaded into ``directory``.
+
+    Raises what the download or the JSON raises (``MlflowException``, ``OSError``, ``ValueError``,
+    ``KeyError``, ``TypeError``): each reader says in its own words what a missing table means.
+    """
+    path = (client or MlflowClient()).download_artifacts(run_id, artifact_file, str(directory))
+    table = json.loads(Path(path).read_text(encoding="utf-8"))
+    columns, data = table["columns"], table["data"]
+    return [dict(zip(columns, values)) for values in data]
 
 
 def replace_table(run_id: str, rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:
@@ -336,7 +348,7 @@ def log_category_assessments(run_id: str, categories: Mapping[str, tuple[str, st
     logged = 0
     for trace in mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list"):
         spans = trace.data.spans
-        sample_id = str(spans[0].attributes.get("agility.sample_id")) if spans else None
+        sample_id = str(spans[0].attributes.get(TRACE_SAMPLE_ID)) if spans else None
         if sample_id is not None and sample_id in categories:
             category, reason = categories[sample_id]
             mlflow.log_feedback(trace_id=trace.info.trace_id, name="error_category", value=category, rationale=reason or None, source=source)
@@ -368,7 +380,7 @@ def log_human_assessments(run_id: str, scores: Mapping[str, tuple[float, str]], 
     experiment_id = MlflowClient().get_run(run_id).info.experiment_id
     for trace in mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list"):
         spans = trace.data.spans
-        sample_id = str(spans[0].attributes.get("agility.sample_id")) if spans else None
+        sample_id = str(spans[0].attributes.get(TRACE_SAMPLE_ID)) if spans else None
         if sample_id is not None and sample_id in scores:
             score, reasoning = scores[sample_id]
             mlflow.log_feedback(trace_id=trace.info.trace_id, name=name, value=score, rationale=reasoning or None,

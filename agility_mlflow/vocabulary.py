@@ -92,6 +92,9 @@ TRACE_CACHED = "agility.cached"
 RESULTS_ARTIFACT = "eval_results.json"
 CONFIG_ARTIFACT = "config.yaml"
 VERDICTS_ARTIFACT = "verdicts.json"
+"""A comparison run's verdicts, read back by register."""
+ANALYSIS_ARTIFACT = "analysis.json"
+"""An analyzed run's per-sample error categories (and a comparison's analyses)."""
 HUMAN_REVIEW_ARTIFACT = "human_review.json"
 
 # --- Tags of a registered model version (written by register, read by check) ------------------------

@@ -25,11 +25,11 @@ from agility_mlflow.analysis._slices import SliceResult, slice_results, slice_va
 from agility_mlflow.compare._runs import RunRecord
 from agility_mlflow.config import Config, load_config
 from agility_mlflow.errors import InputError
+from agility_mlflow.vocabulary import ANALYSIS_ARTIFACT, RESULTS_ARTIFACT
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = "agility-analysis"
-ANALYSIS_ARTIFACT = "analysis.json"
 OFFLINE = "offline: drift signals + TF-IDF k-means clustering"
 
 
@@ -268,10 +268,10 @@ def analyze(
     source, runs = _runs_to_analyze(cfg, experiment_id, list(run_ids), client)
     source, *runs = _query.load_results([source, *runs], client=client)
     if source.rows is None:
-        raise InputError(f"{cfg.path.name}: source run {source.run_id} has no readable {_query.RESULTS_ARTIFACT}")
+        raise InputError(f"{cfg.path.name}: source run {source.run_id} has no readable {RESULTS_ARTIFACT}")
     unreadable = [run.run_id for run in runs if run.rows is None]
     if unreadable:
-        raise InputError(f"{cfg.path.name}: run {unreadable[0]} has no readable {_query.RESULTS_ARTIFACT}")
+        raise InputError(f"{cfg.path.name}: run {unreadable[0]} has no readable {RESULTS_ARTIFACT}")
 
     judge = None
     if cfg.judge is not None and not offline:

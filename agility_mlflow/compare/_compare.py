@@ -23,7 +23,13 @@ from agility_mlflow.compare._result import Comparison
 from agility_mlflow.compare._runs import RunRecord
 from agility_mlflow.config import Config, load_config
 from agility_mlflow.errors import InputError
-from agility_mlflow.vocabulary import DATASET_DIGEST, LOWER_IS_BETTER_RUN_METRICS
+from agility_mlflow.vocabulary import (
+    ANALYSIS_ARTIFACT,
+    DATASET_DIGEST,
+    LOWER_IS_BETTER_RUN_METRICS,
+    RESULTS_ARTIFACT,
+    VERDICTS_ARTIFACT,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +209,7 @@ def _latest_per_candidate(runs: list[RunRecord]) -> list[RunRecord]:
 
 def _check_source(cfg: Config, source: RunRecord, primary: list[str]) -> None:
     if source.rows is None:
-        raise InputError(f"{cfg.path.name}: source run {source.run_id} has no readable {_query.RESULTS_ARTIFACT}")
+        raise InputError(f"{cfg.path.name}: source run {source.run_id} has no readable {RESULTS_ARTIFACT}")
     for name in primary:
         if not source.scores(name):
             raise InputError(
@@ -214,7 +220,7 @@ def _check_source(cfg: Config, source: RunRecord, primary: list[str]) -> None:
 
 def _unreadable(source: RunRecord, run: RunRecord, cfg: Config) -> Verdict:
     limits = check_limits(source, run, cfg.decision)
-    reasons = (*[c.text for c in limits if c.text], f"no readable {_query.RESULTS_ARTIFACT}: quality not compared")
+    reasons = (*[c.text for c in limits if c.text], f"no readable {RESULTS_ARTIFACT}: quality not compared")
     return Verdict(run, "fail", reasons, (), limits)
 
 
@@ -250,9 +256,9 @@ def _log_comparison(comparison: Comparison, experiment_id: str, parent_run_id: s
         tracking.log_run_data(run_id, _params(comparison), _metrics(comparison))
         assert comparison.output_dir is not None
         paths = build_report(comparison).write(comparison.output_dir)
-        verdicts = comparison.output_dir / "verdicts.json"
+        verdicts = comparison.output_dir / VERDICTS_ARTIFACT
         verdicts.write_text(json.dumps(comparison.to_dict(), indent=2, default=str), encoding="utf-8")
-        analysis = comparison.output_dir / "analysis.json"
+        analysis = comparison.output_dir / ANALYSIS_ARTIFACT
         analysis.write_text(json.dumps([a.to_dict() for a in comparison.analyses.values()], indent=2, default=str), encoding="utf-8")
         tracking.log_artifacts(run_id, [*paths, verdicts, analysis])
 

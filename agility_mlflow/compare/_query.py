@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -26,11 +25,11 @@ from mlflow.exceptions import MlflowException
 
 from agility_mlflow import tracking
 from agility_mlflow.compare._runs import RunRecord
+from agility_mlflow.vocabulary import RESULTS_ARTIFACT, SAMPLE_ID
 
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-RESULTS_ARTIFACT = "eval_results.json"
 _DOWNLOAD_WORKERS = 8
 
 
@@ -173,14 +172,11 @@ def read_results(run_id: str, *, client: MlflowClient | None = None, artifact: s
 def _read_results(client: MlflowClient, run_id: str, directory: Path, artifact: str = RESULTS_ARTIFACT) -> list[dict[str, Any]] | None:
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        path = client.download_artifacts(run_id, artifact, str(directory))
-        table = json.loads(Path(path).read_text(encoding="utf-8"))
-        columns, data = table["columns"], table["data"]
-        rows = [dict(zip(columns, values)) for values in data]
+        rows = tracking.read_table(run_id, artifact, directory=directory, client=client)
     except (MlflowException, OSError, ValueError, KeyError, TypeError) as exc:
         logger.warning("run %s: cannot read %s (%s)", run_id, artifact, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None
-    if rows and "sample_id" not in rows[0]:
+    if rows and SAMPLE_ID not in rows[0]:
         logger.warning("run %s: %s has no sample_id column", run_id, artifact)
         return None
     return rows
