@@ -9,6 +9,7 @@ from agility_mlflow.backends import Generation
 from agility_mlflow.evaluation._entities import Configuration, EvaluationResult, Project
 from agility_mlflow.pricing import Price, cost_usd
 from agility_mlflow.runner import Outcome
+from agility_mlflow.vocabulary import DATASET_DIGEST, PROMPT, TRACE_CACHED, TRACE_SAMPLE_ID, score_key
 
 
 def log_evaluation(
@@ -33,7 +34,7 @@ def log_evaluation(
         "provider": model.provider,
         "model_id": model.model_id,
         **{k: v for k, v in inference.items() if v not in ({}, [])},
-        "dataset_digest": project.dataset.digest,
+        DATASET_DIGEST: project.dataset.digest,
         "prompt_name": configuration.template.name,
         "pricing_source": price.source if price else "unknown",
     }
@@ -94,7 +95,7 @@ class SampleTraces:
         if not start or model.provider == "replay":  # no call now: time the trace by the recorded latency
             start = time.time_ns()
             end = start + int(((generation.latency_s if generation else 0) or 0) * 1e9)
-        scores = {f"agility.score.{name}": row[name] for name in self._metric_names if row.get(name) is not None}
+        scores = {score_key(name): row[name] for name in self._metric_names if row.get(name) is not None}
         self._trace_ids[index] = tracking.log_sample_trace(tracking.SampleCall(
             name=self._configuration.run_name,
             provider=model.provider,
@@ -106,7 +107,7 @@ class SampleTraces:
             end_ns=end,
             input_tokens=generation.input_tokens if generation else None,
             output_tokens=generation.output_tokens if generation else None,
-            attributes={"agility.sample_id": outcome.sample_id, "agility.prompt": self._prompt_uri, "agility.cached": outcome.cached, **scores},
+            attributes={TRACE_SAMPLE_ID: outcome.sample_id, PROMPT: self._prompt_uri, TRACE_CACHED: outcome.cached, **scores},
             cost_usd=_cost_split(self._price, generation),
         ))
 

@@ -19,8 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from agility_mlflow.errors import InputError
-from agility_mlflow.registry._register import DATASET_COLUMNS
 from agility_mlflow.registry._served import check_sections
+from agility_mlflow.vocabulary import (
+    CONFIDENCE,
+    DATASET_COLUMNS,
+    EXPERIMENT,
+    JUDGE,
+    MARGINS,
+    MAX_ERROR_RATE,
+    METRICS,
+    REGISTERED_FROM,
+    score_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +87,13 @@ class RegisteredScores:
             >>> RegisteredScores.from_tags(tags)
             RegisteredScores(run_id='r1', scores={'token_f1': 0.42}, margins={'token_f1': 0.05}, confidence=0.9, max_error_rate=0.05, rows=())
         """
-        names = json.loads(tags.get("agility.metrics", "[]"))
+        names = json.loads(tags.get(METRICS, "[]"))
         return cls(
-            run_id=tags.get("agility.registered_from_run", ""),
-            scores={name: float(tags[f"agility.score.{name}"]) for name in names if f"agility.score.{name}" in tags},
-            margins={name: float(margin) for name, margin in json.loads(tags.get("agility.margins", "{}")).items()},
-            confidence=float(tags.get("agility.confidence", 0.95)),
-            max_error_rate=float(tags.get("agility.max_error_rate", 0.05)),
+            run_id=tags.get(REGISTERED_FROM, ""),
+            scores={name: float(tags[score_key(name)]) for name in names if score_key(name) in tags},
+            margins={name: float(margin) for name, margin in json.loads(tags.get(MARGINS, "{}")).items()},
+            confidence=float(tags.get(CONFIDENCE, 0.95)),
+            max_error_rate=float(tags.get(MAX_ERROR_RATE, 0.05)),
             rows=tuple(rows),
         )
 
@@ -303,7 +313,7 @@ def check_model(
         logger.info("reading %s with the column renames %s was registered with (override with --columns KEY=COLUMN)",
                     Path(dataset).name, registered_renames)
     renames = {**registered_renames, **(columns or {})}
-    config = _check_config(version, model_config, Path(dataset), renames, metrics, experiment or version.tags.get("agility.experiment"), cache)
+    config = _check_config(version, model_config, Path(dataset), renames, metrics, experiment or version.tags.get(EXPERIMENT), cache)
     return _evaluate_and_judge(config, version, model_uri, model_config["prompt_uri"], minimums, registered)
 
 
@@ -327,7 +337,7 @@ def _check_config(
             "candidates": [{"name": version.name, **model}],
             "metrics": metrics,
             "pricing": model_config.get("pricing") or {},
-            "judge": json.loads(version.tags["agility.judge"]) if "agility.judge" in version.tags else None,
+            "judge": json.loads(version.tags[JUDGE]) if JUDGE in version.tags else None,
             "run": {"cache": cache},
             "path": dataset.parent / "agility-check.yaml",
         })

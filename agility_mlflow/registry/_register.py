@@ -14,13 +14,24 @@ from typing import Any
 from agility_mlflow.config import Config, InferenceParams, load_config
 from agility_mlflow.errors import InputError
 from agility_mlflow.registry import _served
+from agility_mlflow.vocabulary import (
+    CONFIDENCE,
+    DATASET_COLUMNS,
+    EXPERIMENT,
+    JUDGE,
+    MARGINS,
+    MAX_ERROR_RATE,
+    METRICS,
+    REGISTERED_FROM,
+    VERDICT_PREFIX,
+    VERDICTS_ARTIFACT,
+    score_key,
+)
 
 logger = logging.getLogger(__name__)
 
 MODEL_CODE = Path(__file__).with_name("_model.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-REGISTERED_FROM = "agility.registered_from_run"
-DATASET_COLUMNS = "agility.dataset_columns"
 """Version tag: the ``dataset.columns`` renames the run was evaluated with, which ``agility check`` applies."""
 # MLflow accepts more, but these characters are safe in filters, URIs and shells alike.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -122,16 +133,16 @@ def register(
     decision = cfg.decision
     tags = {
         REGISTERED_FROM: run_id,
-        "agility.experiment": cfg.experiment,
+        EXPERIMENT: cfg.experiment,
         DATASET_COLUMNS: json.dumps(cfg.dataset.columns, sort_keys=True),
-        "agility.metrics": json.dumps(metric_names),
-        "agility.margins": json.dumps({m: decision.margins.get(m, decision.margin) for m in metric_names}),
-        "agility.confidence": repr(decision.confidence),
-        "agility.max_error_rate": repr(decision.max_error_rate),
-        **{f"agility.score.{m}": repr(run.data.metrics[m]) for m in metric_names},
+        METRICS: json.dumps(metric_names),
+        MARGINS: json.dumps({m: decision.margins.get(m, decision.margin) for m in metric_names}),
+        CONFIDENCE: repr(decision.confidence),
+        MAX_ERROR_RATE: repr(decision.max_error_rate),
+        **{score_key(m): repr(run.data.metrics[m]) for m in metric_names},
         # The judge scored the judged metrics: `agility check` must ask the same one (never its key).
-        **({"agility.judge": json.dumps(_judge_config(cfg))} if cfg.judge is not None else {}),
-        **{f"agility.verdict.{k}": v[:5000] for k, v in verdict.items()},
+        **({JUDGE: json.dumps(_judge_config(cfg))} if cfg.judge is not None else {}),
+        **{VERDICT_PREFIX + k: v[:5000] for k, v in verdict.items()},
         _served.SERVED_INPUTS: json.dumps(inputs),
     }
     description = (
@@ -165,7 +176,7 @@ def _verdict(client: Any, experiment_id: str, cfg: Config, run_id: str | None) -
             )
     verdict = {"outcome": "not compared"}
     if comparison is not None:
-        for entry in (_artifact_json(client, comparison.info.run_id, "verdicts.json") or {}).get("verdicts", []):
+        for entry in (_artifact_json(client, comparison.info.run_id, VERDICTS_ARTIFACT) or {}).get("verdicts", []):
             if entry.get("run_id") == run_id:
                 verdict = {"outcome": str(entry.get("outcome", "")), "reasons": "; ".join(entry.get("reasons", [])),
                            "comparison_run": comparison.info.run_id}
