@@ -15,6 +15,7 @@ from agility_mlflow.compare._decision import (
     check_limits,
     decide,
     metric_direction,
+    pick_winner,
     rank,
     stale_verdict,
 )
@@ -123,7 +124,7 @@ def compare(
     analyses = _analyses(cfg, source, verdicts, slices, questions)
     verdicts = [_with_slices(verdict, analyses.get(verdict.run.run_id)) for verdict in verdicts]
     ranked = rank(verdicts, tie_break=decision.tie_break, primary_metric=primary[0])
-    winner = ranked[0] if ranked and ranked[0].passed else None
+    winner = pick_winner(ranked, tie_break=decision.tie_break, primary_metric=primary[0])
     comparison = Comparison(
         cfg.experiment, source, ranked, winner, metrics, primary, decision, not_decided, questions,
         output_dir=Path(output if output is not None else DEFAULT_OUTPUT), analyses=analyses, stale=stale_verdicts,
