@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agility_mlflow.config import DecisionConfig
 from agility_mlflow.errors import InputError
 from agility_mlflow.registry._served import check_sections
 from agility_mlflow.vocabulary import (
@@ -173,7 +174,7 @@ def judge(
         >>> judge(rows, {"token_f1": 0.2333, "n_samples": 3.0, "n_errors": 0.0}, minimums={"token_f1": 0.2}, registered=registered)
         (False, ['token_f1 0.2333 >= 0.2', 'samples since registration: 2 unchanged, 0 changed (references; the registered run predates input digests, so changed inputs cannot be seen), 1 new; only unchanged ones are paired with the registered run', 'token_f1 -0.267 [-0.400, 0.000] on 2 samples paired with the registered run and 1 new or changed against its mean 0.500: outside margin 0.05'])
     """
-    from agility_mlflow.compare import RunRecord, metric_direction, non_inferior, paired_bootstrap_ci
+    from agility_mlflow.compare import RunRecord, compare_metric, metric_direction
 
     reasons: list[str] = []
     passed = True
@@ -198,21 +199,29 @@ def judge(
             passed = False
             reasons.append(f"{name}: no scores on this dataset")
             continue
-        paired = [value - old[sample_id] for sample_id, value in sorted(scored.items()) if sample_id in old]
-        new = [value - mean for sample_id, value in sorted(scored.items()) if sample_id not in old]
-        low, high = paired_bootstrap_ci(paired + new, confidence=registered.confidence)
-        margin = registered.margins.get(name, 0.05)
-        higher_is_better = metric_direction(name)
-        ok = non_inferior(low, high, margin, higher_is_better=higher_is_better)
+        # New and changed samples are held to the registered mean: each is paired with it.
+        baseline = {sample_id: old.get(sample_id, mean) for sample_id in scored}
+        n_new = sum(sample_id not in old for sample_id in scored)
+        n_paired = len(scored) - n_new
+        # compare's rule, as `agility compare` decides a candidate; check decides on the samples it has (no minimum).
+        comparison = compare_metric(baseline, scored, name, decision=_check_decision(name, registered), higher_is_better=metric_direction(name))
+        ok = comparison.outcome == "pass"
         passed &= ok
-        estimate = sum(paired + new) / len(paired + new)
-        if paired:
-            against = f"{len(paired)} samples paired with the registered run" + (f" and {len(new)} new or changed against its mean {mean:.3f}" if new else "")
+        if n_paired:
+            against = f"{n_paired} samples paired with the registered run" + (f" and {n_new} new or changed against its mean {mean:.3f}" if n_new else "")
         else:
-            against = f"{len(new)} new or changed samples against the registered mean {mean:.3f}"
-        direction = "" if higher_is_better else " (lower is better)"
-        reasons.append(f"{name} {estimate:+.3f} [{low:.3f}, {high:.3f}] on {against}: {'within' if ok else 'outside'} margin {margin:g}{direction}")
+            against = f"{n_new} new or changed samples against the registered mean {mean:.3f}"
+        direction = "" if comparison.higher_is_better else " (lower is better)"
+        reasons.append(f"{name} {comparison.difference:+.3f} [{comparison.ci_low:.3f}, {comparison.ci_high:.3f}] on {against}: "
+                       f"{'within' if ok else 'outside'} margin {comparison.margin:g}{direction}")
     return passed, reasons
+
+
+def _check_decision(metric: str, registered: RegisteredScores) -> DecisionConfig:
+    """The decision settings a check holds ``metric`` to: the registered margin and confidence, a bootstrap
+    interval (new samples are held to a mean, so the differences are not 0/1), and no minimum of samples."""
+    decision = DecisionConfig(margins={metric: registered.margins.get(metric, 0.05)}, confidence=registered.confidence, method="bootstrap")
+    return decision.model_copy(update={"min_samples": 0})
 
 
 def parse_columns(pairs: Sequence[str]) -> dict[str, str]:
