@@ -26,6 +26,9 @@ PROVIDER_LATENCY = "provider_latency_s"
 INPUT_TOKENS = "input_tokens"
 OUTPUT_TOKENS = "output_tokens"
 COST = "cost_usd"
+REASONING_TOKENS = "reasoning_tokens"
+CACHED_INPUT_TOKENS = "cached_input_tokens"
+CACHE_WRITE_TOKENS = "cache_write_tokens"
 FINISH_REASON = "finish_reason"
 CACHED = "cached"
 INPUT_DIGEST = "input_digest"
@@ -36,20 +39,28 @@ BOOKKEEPING_COLUMNS = frozenset({LATENCY, TTFT, PROVIDER_LATENCY, INPUT_TOKENS, 
 # --- Run metrics (scoring.stats.run_metrics) -------------------------------------------------------
 N_SAMPLES = "n_samples"
 N_ERRORS = "n_errors"
+LATENCY_MEAN = "latency_mean_s"
 LATENCY_P50 = "latency_p50_s"
+LATENCY_P95 = "latency_p95_s"
+TTFT_P50 = "ttft_p50_s"
+TTFT_P95 = "ttft_p95_s"
+PROVIDER_LATENCY_P50 = "provider_latency_p50_s"
+PROVIDER_LATENCY_P95 = "provider_latency_p95_s"
+TOKENS_MEAN_SUFFIX = "_mean"
+"""``input_tokens_mean`` and the like: a token column's mean over the answered samples."""
 COST_TOTAL = "cost_usd_total"
 COST_PER_SAMPLE = "cost_usd_per_sample"
 LOWER_IS_BETTER_RUN_METRICS = frozenset(
     {
         COST_TOTAL,
         COST_PER_SAMPLE,
-        "latency_mean_s",
+        LATENCY_MEAN,
         LATENCY_P50,
-        "latency_p95_s",
-        "ttft_p50_s",
-        "ttft_p95_s",
-        "input_tokens_mean",
-        "output_tokens_mean",
+        LATENCY_P95,
+        TTFT_P50,
+        TTFT_P95,
+        INPUT_TOKENS + TOKENS_MEAN_SUFFIX,
+        OUTPUT_TOKENS + TOKENS_MEAN_SUFFIX,
         N_ERRORS,
     }
 )

@@ -12,11 +12,10 @@ from agility_mlflow.pricing import Price
 from agility_mlflow.prompts import Template
 from agility_mlflow.runner import Outcome
 from agility_mlflow.scoring import Scorer
+from agility_mlflow.vocabulary import INPUT_DIGEST as INPUT_DIGEST
 
 CONTEXT = "context"
 HUMAN_SCORE = "human_score_source_llm"
-INPUT_DIGEST = "input_digest"
-"""The ``eval_results`` column fingerprinting what a sample gave the model and the judge (see :func:`input_digest`)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,23 @@ from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.runner import Outcome, Request, Runner
 from agility_mlflow.scoring import JudgeInput, Scorer, judge_metrics, judge_rows
 from agility_mlflow.scoring.stats import mean_score, run_metrics
+from agility_mlflow.vocabulary import (
+    CACHE_WRITE_TOKENS,
+    CACHED,
+    CACHED_INPUT_TOKENS,
+    COST,
+    ERROR,
+    FINISH_REASON,
+    INPUT_TOKENS,
+    LATENCY,
+    OUTPUT,
+    OUTPUT_TOKENS,
+    PROVIDER_LATENCY,
+    REASONING_TOKENS,
+    REFERENCE,
+    SAMPLE_ID,
+    TTFT,
+)
 
 OnRow = Callable[[int, Outcome, dict[str, Any]], None]
 """Told ``(index, outcome, row)`` once per sample, when that sample's row is scored."""
@@ -140,22 +157,22 @@ def _score(outcome: Outcome, metrics: Sequence[Scorer], price: Price | None) -> 
     sample = outcome.request.sample
     refs = references(sample)
     row: dict[str, Any] = {
-        "sample_id": outcome.sample_id,
-        "output": generation.text if generation else None,
-        "reference": refs[0] if len(refs) == 1 else (refs or None),
-        "latency_s": generation.latency_s if generation else None,
-        "ttft_s": generation.ttft_s if generation else None,
-        "input_tokens": generation.input_tokens if generation else None,
-        "output_tokens": generation.output_tokens if generation else None,
-        "cost_usd": cost_usd(price, generation.input_tokens, generation.output_tokens, generation.cached_input_tokens,
-                             generation.cache_write_tokens) if generation else None,
-        "reasoning_tokens": generation.reasoning_tokens if generation else None,
-        "cached_input_tokens": generation.cached_input_tokens if generation else None,
-        "cache_write_tokens": generation.cache_write_tokens if generation else None,
-        "provider_latency_s": generation.provider_latency_s if generation else None,
-        "finish_reason": generation.finish_reason if generation else None,
-        "cached": outcome.cached,
-        "error": outcome.error,
+        SAMPLE_ID: outcome.sample_id,
+        OUTPUT: generation.text if generation else None,
+        REFERENCE: refs[0] if len(refs) == 1 else (refs or None),
+        LATENCY: generation.latency_s if generation else None,
+        TTFT: generation.ttft_s if generation else None,
+        INPUT_TOKENS: generation.input_tokens if generation else None,
+        OUTPUT_TOKENS: generation.output_tokens if generation else None,
+        COST: cost_usd(price, generation.input_tokens, generation.output_tokens, generation.cached_input_tokens,
+                       generation.cache_write_tokens) if generation else None,
+        REASONING_TOKENS: generation.reasoning_tokens if generation else None,
+        CACHED_INPUT_TOKENS: generation.cached_input_tokens if generation else None,
+        CACHE_WRITE_TOKENS: generation.cache_write_tokens if generation else None,
+        PROVIDER_LATENCY: generation.provider_latency_s if generation else None,
+        FINISH_REASON: generation.finish_reason if generation else None,
+        CACHED: outcome.cached,
+        ERROR: outcome.error,
     }
     # Metrics that need no judge score now; judged ones are scored after, in parallel (score_samples).
     item = judge_input(outcome) if generation else None

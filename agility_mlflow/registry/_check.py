@@ -25,6 +25,7 @@ from agility_mlflow.vocabulary import (
     CONFIDENCE,
     DATASET_COLUMNS,
     EXPERIMENT,
+    INPUT_DIGEST,
     JUDGE,
     MARGINS,
     MAX_ERROR_RATE,
@@ -137,7 +138,6 @@ def changed_samples(rows: Sequence[Mapping[str, Any]], registered: Sequence[Mapp
         >>> sorted(changed_samples(now, before))
         ['b', 'c']
     """
-    from agility_mlflow.evaluation import INPUT_DIGEST
 
     def fingerprint(row: Mapping[str, Any], column: str) -> str:
         return json.dumps(row.get(column), sort_keys=True, default=str)
@@ -246,8 +246,6 @@ def parse_columns(pairs: Sequence[str]) -> dict[str, str]:
 
 def _dataset_line(rows: Sequence[Mapping[str, Any]], registered: Sequence[Mapping[str, Any]], changed: set[str]) -> str:
     """How the checked samples relate to the registered run's, e.g. ``samples since registration: 36 unchanged, 3 changed ...``."""
-    from agility_mlflow.evaluation import INPUT_DIGEST
-
     before = {str(row["sample_id"]) for row in registered}
     ids = [str(row["sample_id"]) for row in rows]
     common = sum(sample_id in before for sample_id in ids)

@@ -7,6 +7,31 @@ from typing import Any
 
 import numpy as np
 
+from agility_mlflow.vocabulary import (
+    CACHE_WRITE_TOKENS,
+    CACHED_INPUT_TOKENS,
+    COST,
+    COST_PER_SAMPLE,
+    COST_TOTAL,
+    ERROR,
+    INPUT_TOKENS,
+    LATENCY,
+    LATENCY_MEAN,
+    LATENCY_P50,
+    LATENCY_P95,
+    N_ERRORS,
+    N_SAMPLES,
+    OUTPUT_TOKENS,
+    PROVIDER_LATENCY,
+    PROVIDER_LATENCY_P50,
+    PROVIDER_LATENCY_P95,
+    REASONING_TOKENS,
+    TOKENS_MEAN_SUFFIX,
+    TTFT,
+    TTFT_P50,
+    TTFT_P95,
+)
+
 
 def mean_score(values: Iterable[float | None]) -> float | None:
     """The mean of the values that are not ``None``; ``None`` when there are none.
@@ -34,25 +59,25 @@ def run_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         >>> m["n_samples"], m["n_errors"], m["latency_p50_s"], m["cost_usd_total"], "ttft_p50_s" in m
         (3.0, 1.0, 2.0, 2.0, False)
     """
-    ok = [r for r in rows if r.get("error") is None]
-    result = {"n_samples": float(len(rows)), "n_errors": float(len(rows) - len(ok))}
-    latency = _present(ok, "latency_s")
+    ok = [r for r in rows if r.get(ERROR) is None]
+    result = {N_SAMPLES: float(len(rows)), N_ERRORS: float(len(rows) - len(ok))}
+    latency = _present(ok, LATENCY)
     if latency:
-        result.update(latency_mean_s=float(np.mean(latency)), latency_p50_s=_pct(latency, 50), latency_p95_s=_pct(latency, 95))
-    ttft = _present(ok, "ttft_s")
+        result.update({LATENCY_MEAN: float(np.mean(latency)), LATENCY_P50: _pct(latency, 50), LATENCY_P95: _pct(latency, 95)})
+    ttft = _present(ok, TTFT)
     if ttft:
-        result.update(ttft_p50_s=_pct(ttft, 50), ttft_p95_s=_pct(ttft, 95))
-    provider_latency = _present(ok, "provider_latency_s")
+        result.update({TTFT_P50: _pct(ttft, 50), TTFT_P95: _pct(ttft, 95)})
+    provider_latency = _present(ok, PROVIDER_LATENCY)
     if provider_latency:  # the provider's own time (Bedrock latencyMs): latency_s minus this is the network
-        result.update(provider_latency_p50_s=_pct(provider_latency, 50), provider_latency_p95_s=_pct(provider_latency, 95))
-    for key in ("input_tokens", "output_tokens", "reasoning_tokens", "cached_input_tokens", "cache_write_tokens"):
+        result.update({PROVIDER_LATENCY_P50: _pct(provider_latency, 50), PROVIDER_LATENCY_P95: _pct(provider_latency, 95)})
+    for key in (INPUT_TOKENS, OUTPUT_TOKENS, REASONING_TOKENS, CACHED_INPUT_TOKENS, CACHE_WRITE_TOKENS):
         values = _present(ok, key)
         if values:
-            result[f"{key}_mean"] = float(np.mean(values))
-    costs = [c for r in ok if (c := r.get("cost_usd")) is not None]
+            result[key + TOKENS_MEAN_SUFFIX] = float(np.mean(values))
+    costs = [c for r in ok if (c := r.get(COST)) is not None]
     if ok and len(costs) == len(ok):
         total = float(sum(costs))
-        result.update(cost_usd_total=total, cost_usd_per_sample=total / len(ok))
+        result.update({COST_TOTAL: total, COST_PER_SAMPLE: total / len(ok)})
     return result
 
 
