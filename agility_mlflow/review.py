@@ -23,6 +23,7 @@ import pandas as pd
 
 from agility_mlflow.errors import InputError
 from agility_mlflow.vocabulary import (
+    ANALYSIS_ARTIFACT,
     BOOKKEEPING_COLUMNS,
     ERROR,
     HUMAN_REVIEW_ARTIFACT,
@@ -155,7 +156,6 @@ def _with_categories(table: pd.DataFrame, run_id: str) -> pd.DataFrame:
     """``table`` with the run's ``error_category`` and ``error_reason`` from ``analysis.json``, when it was analyzed."""
     from mlflow import MlflowClient
 
-    from agility_mlflow.analysis import ANALYSIS_ARTIFACT
     from agility_mlflow.compare import read_results
 
     client = MlflowClient()

@@ -22,7 +22,6 @@ Example:
 """
 
 from agility_mlflow.analysis._analyze import (
-    ANALYSIS_ARTIFACT,
     DEFAULT_OUTPUT,
     Analysis,
     RunAnalysis,
@@ -53,6 +52,7 @@ from agility_mlflow.analysis._drift import (
 )
 from agility_mlflow.analysis._feedback import analysis_for, feedback_for, feedback_text
 from agility_mlflow.analysis._slices import SliceResult, holm, slice_results, slice_values, worse_slices_reason
+from agility_mlflow.vocabulary import ANALYSIS_ARTIFACT
 
 __all__ = [
     "ANALYSIS_ARTIFACT",

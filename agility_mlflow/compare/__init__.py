@@ -16,7 +16,7 @@ The statistics and the rule are pure functions, reusable without MLflow:
     (-0.1186..., -0.0046...)
 """
 
-from agility_mlflow.compare._compare import DEFAULT_OUTPUT, SOURCE_RUN, WINNER, WINNER_NAME, compare
+from agility_mlflow.compare._compare import DEFAULT_OUTPUT, compare
 from agility_mlflow.compare._decision import (
     LimitCheck,
     MetricComparison,
@@ -32,7 +32,6 @@ from agility_mlflow.compare._decision import (
 )
 from agility_mlflow.compare._plots import pareto_front
 from agility_mlflow.compare._query import (
-    RESULTS_ARTIFACT,
     candidate_runs,
     iter_runs,
     latest_source_run,
@@ -53,6 +52,7 @@ from agility_mlflow.compare._stats import (
     required_samples,
     wilson_interval,
 )
+from agility_mlflow.vocabulary import RESULTS_ARTIFACT, SOURCE_RUN, WINNER, WINNER_NAME
 
 __all__ = [
     "DEFAULT_OUTPUT",

@@ -29,15 +29,15 @@ from agility_mlflow.vocabulary import (
     DATASET_DIGEST,
     LOWER_IS_BETTER_RUN_METRICS,
     RESULTS_ARTIFACT,
+    SOURCE_RUN,
     VERDICTS_ARTIFACT,
+    WINNER,
+    WINNER_NAME,
 )
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = "agility-report"
-WINNER = "agility.winner"
-WINNER_NAME = "agility.winner_name"
-SOURCE_RUN = "agility.source_run_id"
 
 
 def compare(

@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 
 from agility_mlflow import tracking
 from agility_mlflow.compare._runs import RunRecord
-from agility_mlflow.vocabulary import RESULTS_ARTIFACT, SAMPLE_ID
+from agility_mlflow.vocabulary import OPTIMIZATION, RESULTS_ARTIFACT, SAMPLE_ID
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def to_record(run: Run) -> RunRecord:
         start_time=run.info.start_time or 0,
         metrics=dict(run.data.metrics),
         params=dict(run.data.params),
-        optimization=tags.get("agility.optimization"),
+        optimization=tags.get(OPTIMIZATION),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from agility_mlflow.backends import Backend
 from agility_mlflow.dataset import GoldenDataset, references
-from agility_mlflow.evaluation._entities import CONTEXT, INPUT_DIGEST, Configuration, EvaluationResult
+from agility_mlflow.evaluation._entities import CONTEXT, Configuration, EvaluationResult
 from agility_mlflow.pipeline import run_steps, step_metrics, step_names
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.runner import Outcome, Request, Runner
@@ -20,6 +20,7 @@ from agility_mlflow.vocabulary import (
     COST,
     ERROR,
     FINISH_REASON,
+    INPUT_DIGEST,
     INPUT_TOKENS,
     LATENCY,
     OUTPUT,

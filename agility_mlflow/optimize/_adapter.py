@@ -31,15 +31,15 @@ from agility_mlflow.optimize._objective import SampleObjective
 from agility_mlflow.optimize._reflection import parse_proposal, render_reflection, repaired
 from agility_mlflow.prompts import Template
 from agility_mlflow.runner import Request, Runner
+from agility_mlflow.vocabulary import EVALUATION as EVALUATION_TAG
+from agility_mlflow.vocabulary import OPTIMIZATION as OPTIMIZATION_TAG
+from agility_mlflow.vocabulary import OPTIMIZATION_KEY as KEY_TAG
+from agility_mlflow.vocabulary import SPLIT as SPLIT_TAG
 
 logger = logging.getLogger(__name__)
 
 COMPONENT = "prompt"
 """GEPA's name for the one text it evolves: the template's user message (the system message is kept)."""
-OPTIMIZATION_TAG = "agility.optimization"
-KEY_TAG = "agility.optimization_key"
-SPLIT_TAG = "agility.split"
-EVALUATION_TAG = "agility.evaluation"
 
 ErrorCategory = Callable[[Mapping[str, Any]], "str | None"]
 

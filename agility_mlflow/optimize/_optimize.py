@@ -32,13 +32,17 @@ from agility_mlflow.evaluation import (
     warn_same_family,
 )
 from agility_mlflow.optimize import _report
-from agility_mlflow.optimize._adapter import COMPONENT, KEY_TAG, OPTIMIZATION_TAG, AgilityAdapter, Context, ErrorCategory
+from agility_mlflow.optimize._adapter import COMPONENT, AgilityAdapter, Context, ErrorCategory
 from agility_mlflow.optimize._budget import Budget, worst_call_usd
 from agility_mlflow.optimize._objective import parse_sample_objective
 from agility_mlflow.optimize._reflection import reflection_template
 from agility_mlflow.optimize._split import Split, split_samples
 from agility_mlflow.pricing import lookup_price
 from agility_mlflow.runner import Runner
+from agility_mlflow.vocabulary import EVALUATION as EVALUATION_TAG
+from agility_mlflow.vocabulary import OPTIMIZATION as OPTIMIZATION_TAG
+from agility_mlflow.vocabulary import OPTIMIZATION_KEY as KEY_TAG
+from agility_mlflow.vocabulary import ROLE, SPLIT
 
 logger = logging.getLogger(__name__)
 
@@ -349,7 +353,7 @@ def _run(
     test_project = dataclasses.replace(project, dataset=project.dataset.subset(split.test))
     test = evaluate_into_run(
         test_project, best, target, runner, best_uri, experiment_id, parent_run_id=parent_run_id,
-        run_name=f"{configuration.name}/{source.name}@optimized", tags={OPTIMIZED_FROM: run_id, "agility.split": "test"},
+        run_name=f"{configuration.name}/{source.name}@optimized", tags={OPTIMIZED_FROM: run_id, SPLIT: "test"},
     )
     tracking.set_prompt_version_tags(best_uri, {"agility.test_run": test.run_id, OPTIMIZED_FROM: run_id})
     tracking.log_run_data(run_id, {"test_run_id": test.run_id}, {
@@ -424,10 +428,8 @@ def _logged_evaluations(experiment_id: str, key: str) -> dict[str, str]:
     """Evaluations of this optimization already logged as FINISHED trial runs (by this or a killed process)."""
     from mlflow import MlflowClient
 
-    from agility_mlflow.optimize._adapter import EVALUATION_TAG
-
     runs = MlflowClient().search_runs(
-        [experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}' and tags.`agility.role` = 'trial' and attributes.status = 'FINISHED'",
+        [experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}' and tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'",
         max_results=5000,
     )
     return {run.data.tags[EVALUATION_TAG]: run.info.run_id for run in runs if EVALUATION_TAG in run.data.tags}

@@ -22,6 +22,10 @@ from agility_mlflow.config import DecisionConfig
 from agility_mlflow.errors import InputError
 from agility_mlflow.registry._served import check_sections
 from agility_mlflow.vocabulary import (
+    CHECK,
+    CHECK_MODEL,
+    CHECK_REASONS,
+    CHECK_VERSION,
     CONFIDENCE,
     DATASET_COLUMNS,
     EXPERIMENT,
@@ -36,9 +40,6 @@ from agility_mlflow.vocabulary import (
 
 logger = logging.getLogger(__name__)
 
-CHECK = "agility.check"
-CHECK_MODEL = "agility.check_model"
-CHECK_REASONS = "agility.check_reasons"
 
 
 @dataclass
@@ -367,7 +368,7 @@ def _evaluate_and_judge(
     scorer = create_judge(project, runner)  # the judge registered with the model, for its judged metrics
     experiment_id = tracking.configure(None, config.experiment)
     # Tagged a check from the start: `agility compare` must never decide it, even if it dies half-way.
-    tags = {tracking.ROLE: "check", tracking.CANDIDATE: version.name, CHECK_MODEL: model_uri, "agility.check_version": str(version.version)}
+    tags = {tracking.ROLE: "check", tracking.CANDIDATE: version.name, CHECK_MODEL: model_uri, CHECK_VERSION: str(version.version)}
     try:
         with tracking.evaluation_run(experiment_id, f"check/{version.name}/v{version.version}", tags, prompt_uri=prompt_uri) as run_id:
             result = evaluate(configuration, backends[configuration.name], project.dataset, project.metrics, runner, config.price_overrides())

@@ -15,6 +15,7 @@ from agility_mlflow.config import Config, InferenceParams, load_config
 from agility_mlflow.errors import InputError
 from agility_mlflow.registry import _served
 from agility_mlflow.vocabulary import (
+    CANDIDATE,
     CONFIDENCE,
     DATASET_COLUMNS,
     EXPERIMENT,
@@ -25,6 +26,7 @@ from agility_mlflow.vocabulary import (
     REGISTERED_FROM,
     VERDICT_PREFIX,
     VERDICTS_ARTIFACT,
+    WINNER,
     score_key,
 )
 
@@ -160,7 +162,6 @@ def register(
 
 def _verdict(client: Any, experiment_id: str, cfg: Config, run_id: str | None) -> tuple[str, dict[str, str]]:
     """The run to register (``run_id``, else the latest comparison's winner) and its verdict in that comparison."""
-    from agility_mlflow.compare import WINNER
     from agility_mlflow.compare._query import finished_with_role
 
     comparisons = client.search_runs([experiment_id], filter_string=finished_with_role("comparison"),
@@ -237,7 +238,7 @@ def _model_config(cfg: Config, run: Any, prompt_uri: str) -> dict[str, Any]:
     from agility_mlflow.prompts import template_from_registry
 
     params = run.data.params
-    candidate_name = run.data.tags.get("agility.candidate")
+    candidate_name = run.data.tags.get(CANDIDATE)
     candidate = next((c for c in cfg.candidates if c.name == candidate_name), None)
     if candidate is None:
         raise InputError(f"{cfg.path.name}: run {run.info.run_id} is of candidate '{candidate_name}', which the config no longer has")

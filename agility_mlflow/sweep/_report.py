@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from agility_mlflow.config import SweepConfig
 from agility_mlflow.sweep import _study
 from agility_mlflow.sweep._objectives import Objective
+from agility_mlflow.vocabulary import STUDY
 
 BEST_TAG = "agility.best"
 
@@ -30,7 +31,7 @@ def parent_run(experiment_id: str, study_name: str, storage_url: str, sweep: Swe
     def first() -> str | None:
         found = client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{tracking.ROLE}` = 'study' and tags.`agility.study` = '{study_name}'",
+            filter_string=f"tags.`{tracking.ROLE}` = 'study' and tags.`{STUDY}` = '{study_name}'",
             order_by=["attributes.start_time ASC"],
             max_results=1,
         )
@@ -39,7 +40,7 @@ def parent_run(experiment_id: str, study_name: str, storage_url: str, sweep: Swe
     existing = first()
     if existing:
         return existing
-    run = client.create_run(experiment_id, run_name=f"study/{study_name}", tags={tracking.ROLE: "study", "agility.study": study_name})
+    run = client.create_run(experiment_id, run_name=f"study/{study_name}", tags={tracking.ROLE: "study", STUDY: study_name})
     earliest = first()
     if earliest != run.info.run_id:  # another worker created one at the same moment: all share the earliest
         client.delete_run(run.info.run_id)

@@ -21,12 +21,12 @@ from optuna.trial import FrozenTrial, TrialState
 from agility_mlflow._process import process_alive
 from agility_mlflow.config import SQLITE_PREFIX, SweepConfig, sqlite_path
 from agility_mlflow.sweep._objectives import Direction
+from agility_mlflow.vocabulary import HOST as HOST_ATTR
+from agility_mlflow.vocabulary import PID as PID_ATTR
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-HOST_ATTR = "agility.host"
-PID_ATTR = "agility.pid"
 RUN_ATTR = "mlflow_run_id"
 SPENT_ATTR = "spent_usd"
 CONSTRAINTS_ATTR = "constraints"

@@ -37,10 +37,11 @@ from agility_mlflow.prompts import Template, template_from_registry
 from agility_mlflow.runner import Runner
 from agility_mlflow.sweep import _report, _space, _study
 from agility_mlflow.sweep._objectives import Constraint, Objective, parse_constraint, parse_objective
+from agility_mlflow.vocabulary import FEASIBLE
+from agility_mlflow.vocabulary import STUDY as STUDY_TAG
+from agility_mlflow.vocabulary import TRIAL as TRIAL_TAG
 
 logger = logging.getLogger(__name__)
-STUDY_TAG = "agility.study"
-TRIAL_TAG = "agility.trial"
 
 
 class PrunedTrial(optuna.TrialPruned):
@@ -308,7 +309,7 @@ def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequenc
         violations = [c.violation(result.metrics, plan.source_metrics) for c in plan.constraints]
         trial.set_user_attr(_study.CONSTRAINTS_ATTR, violations)
         if any(v > 0 for v in violations):
-            tracking.set_tags(run_id, {"agility.feasible": "false"})
+            tracking.set_tags(run_id, {FEASIBLE: "false"})
     return values if plan.objective.is_multi else values[0]
 
 
