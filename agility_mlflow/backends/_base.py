@@ -135,13 +135,7 @@ class Backend(abc.ABC):
         self.model_id = model_id
 
     @abc.abstractmethod
-    def generate(
-        self,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        sample: Mapping[str, Any] | None = None,
-    ) -> Generation:
+    def generate(self, messages: Sequence[Message], params: Mapping[str, Any], *, sample: Mapping[str, Any] | None = None) -> Generation:
         """Answer ``messages`` with inference ``params`` (temperature, top_p, max_tokens, stop, ...).
 
         ``sample`` is the dataset row the messages were rendered from; only replaying backends read it.

@@ -142,13 +142,7 @@ class BedrockBackend(Backend):
         )
         self._client = session.client("bedrock-runtime", region_name=self.region, config=config)
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        sample: Mapping[str, Any] | None = None,
-    ) -> Generation:
+    def generate(self, messages: Sequence[Message], params: Mapping[str, Any], *, sample: Mapping[str, Any] | None = None) -> Generation:
         request = converse_request(self.model_id, messages, params, cache_system=self.prompt_caching)
         with bedrock_errors(self.model_id):
             return self._stream(request) if self.stream else self._converse(request)

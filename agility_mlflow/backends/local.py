@@ -150,13 +150,7 @@ class LocalEmbeddingBackend(Backend):
     provider = "local"
     max_concurrency = 1
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        sample: Mapping[str, Any] | None = None,
-    ) -> Generation:
+    def generate(self, messages: Sequence[Message], params: Mapping[str, Any], *, sample: Mapping[str, Any] | None = None) -> Generation:
         import json
 
         watch = Stopwatch()
@@ -179,13 +173,7 @@ class LocalBackend(Backend):
         self.path = model_path(model_id)
         self._count_prompt_tokens: Any = None
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        sample: Mapping[str, Any] | None = None,
-    ) -> Generation:
+    def generate(self, messages: Sequence[Message], params: Mapping[str, Any], *, sample: Mapping[str, Any] | None = None) -> Generation:
         llm, lock = _shared_model(self.path)
         if self._count_prompt_tokens is None:
             self._count_prompt_tokens = _prompt_token_counter(llm)

@@ -40,13 +40,7 @@ class OpenAIBackend(Backend):
         self.base_url, self._client = _client(model_id, base_url, api_key, api_key_env, timeout_s)
         self.stream = stream
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        sample: Mapping[str, Any] | None = None,
-    ) -> Generation:
+    def generate(self, messages: Sequence[Message], params: Mapping[str, Any], *, sample: Mapping[str, Any] | None = None) -> Generation:
         request = chat_request(self.model_id, messages, params, self._client.chat.completions.create)
         with _provider_errors(self.model_id):
             return self._stream(request) if self.stream else self._complete(request)
@@ -158,13 +152,7 @@ class OpenAIEmbeddingBackend(Backend):
         super().__init__(model_id)
         self.base_url, self._client = _client(model_id, base_url, None, api_key_env, timeout_s)
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        sample: Mapping[str, Any] | None = None,
-    ) -> Generation:
+    def generate(self, messages: Sequence[Message], params: Mapping[str, Any], *, sample: Mapping[str, Any] | None = None) -> Generation:
         watch = Stopwatch()
         with _provider_errors(self.model_id):
             response = self._client.embeddings.create(model=self.model_id, input=[messages[-1]["content"]])

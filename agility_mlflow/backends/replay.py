@@ -28,13 +28,7 @@ class ReplayBackend(Backend):
         self.recorded = recorded
         """Rows of a recorded-outputs file by ``sample_id``; None: the outputs are columns of the sample itself."""
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        sample: Mapping[str, Any] | None = None,
-    ) -> Generation:
+    def generate(self, messages: Sequence[Message], params: Mapping[str, Any], *, sample: Mapping[str, Any] | None = None) -> Generation:
         c = self.columns
         if sample is not None and self.recorded is not None:
             sample = self.recorded.get(str(sample.get("sample_id")))
