@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from agility_mlflow import tracking
+from agility_mlflow import tracking, vocabulary
 from agility_mlflow.sweep._sweep import PrunedTrial
 
 
@@ -30,42 +30,42 @@ def test_an_experiment_keeps_its_artifacts_beside_the_sqlite_store(experiment_id
 
 
 def test_a_run_ends_finished_only_when_its_body_completes(experiment_id: str) -> None:
-    with tracking.evaluation_run(experiment_id, "ok", {tracking.ROLE: "candidate"}) as finished:
+    with tracking.evaluation_run(experiment_id, "ok", {vocabulary.ROLE: "candidate"}) as finished:
         pass
-    with pytest.raises(RuntimeError), tracking.evaluation_run(experiment_id, "broken", {tracking.ROLE: "candidate"}) as failed:
+    with pytest.raises(RuntimeError), tracking.evaluation_run(experiment_id, "broken", {vocabulary.ROLE: "candidate"}) as failed:
         raise RuntimeError("the judge died")
-    with pytest.raises(PrunedTrial), tracking.evaluation_run(experiment_id, "pruned", {tracking.ROLE: "trial"}) as pruned:
+    with pytest.raises(PrunedTrial), tracking.evaluation_run(experiment_id, "pruned", {vocabulary.ROLE: "trial"}) as pruned:
         raise PrunedTrial("pruned after slice 1 of 2")
-    with pytest.raises(KeyboardInterrupt), tracking.evaluation_run(experiment_id, "stopped", {tracking.ROLE: "candidate"}) as stopped:
+    with pytest.raises(KeyboardInterrupt), tracking.evaluation_run(experiment_id, "stopped", {vocabulary.ROLE: "candidate"}) as stopped:
         raise KeyboardInterrupt
     client = MlflowClient()
     runs = {run_id: client.get_run(run_id) for run_id in (finished, failed, pruned, stopped)}
-    assert [(r.info.run_name, r.info.status, r.data.tags.get(tracking.ERROR)) for r in runs.values()] == [
+    assert [(r.info.run_name, r.info.status, r.data.tags.get(vocabulary.RUN_ERROR)) for r in runs.values()] == [
         ("ok", "FINISHED", None),
         ("broken", "FAILED", "RuntimeError: the judge died"),
         ("pruned", "KILLED", "PrunedTrial: pruned after slice 1 of 2"),
         ("stopped", "KILLED", "interrupted by the user"),
     ]
     ok = runs[finished].data.tags
-    assert (ok[tracking.ROLE], ok[tracking.HOST], ok[tracking.PID]) == ("candidate", socket.gethostname(), str(os.getpid()))
+    assert (ok[vocabulary.ROLE], ok[vocabulary.HOST], ok[vocabulary.PID]) == ("candidate", socket.gethostname(), str(os.getpid()))
 
 
 def test_only_runs_of_dead_processes_on_this_host_are_failed(experiment_id: str) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     client = MlflowClient()
     host = socket.gethostname()
-    abandoned = client.create_run(experiment_id, tags={tracking.HOST: host, tracking.PID: dead.stdout.strip()}).info.run_id
-    alive = client.create_run(experiment_id, tags={tracking.HOST: host, tracking.PID: str(os.getpid())}).info.run_id
-    elsewhere = client.create_run(experiment_id, tags={tracking.HOST: "another-host", tracking.PID: dead.stdout.strip()}).info.run_id
+    abandoned = client.create_run(experiment_id, tags={vocabulary.HOST: host, vocabulary.PID: dead.stdout.strip()}).info.run_id
+    alive = client.create_run(experiment_id, tags={vocabulary.HOST: host, vocabulary.PID: str(os.getpid())}).info.run_id
+    elsewhere = client.create_run(experiment_id, tags={vocabulary.HOST: "another-host", vocabulary.PID: dead.stdout.strip()}).info.run_id
     assert tracking.fail_abandoned_runs(experiment_id) == [abandoned]
     assert client.get_run(abandoned).info.status == "FAILED"
-    assert client.get_run(abandoned).data.tags[tracking.ERROR] == f"interrupted: process {dead.stdout.strip()} ended without closing the run"
+    assert client.get_run(abandoned).data.tags[vocabulary.RUN_ERROR] == f"interrupted: process {dead.stdout.strip()} ended without closing the run"
     assert [client.get_run(r).info.status for r in (alive, elsewhere)] == ["RUNNING", "RUNNING"]
     assert tracking.fail_if_running(abandoned, "again") is False  # already ended: left as it is
 
 
 def test_credentials_never_reach_params_or_tags(experiment_id: str) -> None:
-    with tracking.evaluation_run(experiment_id, "secrets", {tracking.ROLE: "candidate"}) as run_id:
+    with tracking.evaluation_run(experiment_id, "secrets", {vocabulary.ROLE: "candidate"}) as run_id:
         tracking.log_run_data(run_id, {"api_key": "sk-live-123", "extra": {"extra_headers": {"X-Api-Key": "k1"}}, "max_tokens": 16},
                               {"token_f1": 0.5})
         tracking.set_tags(run_id, {"agility.judge": json.dumps({"provider": "openai", "api_key": "sk-live-456"})})
