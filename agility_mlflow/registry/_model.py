@@ -30,6 +30,8 @@ class AgilityModel(PythonModel):
         self.steps = planned_steps(config)
         self.inputs = served_inputs(self.steps)
         self.model = ModelConfig.model_validate(config["model"])
+        if self.model.mode == "batch":  # evaluated through the batch engine; served one request at a time, on demand
+            self.model = self.model.model_copy(update={"mode": "on_demand", "s3_uri": None, "role_arn": None})
         self.backend = create_backend(self.model, RunSettings())
         self.fixed = {step.name: create_backend(step.model, RunSettings()) for step in self.steps if step.model is not None}
 

@@ -264,6 +264,21 @@ def test_a_killed_openai_batch_run_resumes_by_batch_id(openai_batch: StandinServ
     assert (metrics["n_samples"], metrics["n_errors"]) == (20, 1) and not math.isnan(metrics["cost_usd_total"])
 
 
+def test_a_registered_batch_candidate_is_served_on_demand(openai_batch: StandinServer) -> None:
+    import types
+
+    import pandas as pd
+
+    from agility_mlflow.registry._model import AgilityModel
+
+    model = {"provider": "openai", "model_id": "gpt-4o-mini", "base_url": openai_batch.url, "mode": "batch", "params": {"max_tokens": 32}}
+    config = {"model": model, "template": "{{question}}", "system": None, "format": "mustache", "prompt_name": "qa", "prompt_uri": "prompts:/qa/1"}
+    served = AgilityModel()
+    served.load_context(types.SimpleNamespace(model_config=config))
+    assert served.predict(None, pd.DataFrame([{"question": "What is item 3?"}])) == ["Item 3 is 21"]
+    assert (openai_batch.calls, openai_batch.batch_api.submissions) == (1, 0)  # a chat completion, no batch
+
+
 def test_a_sweep_trial_of_a_batch_candidate_is_one_job(openai_batch: StandinServer, tmp_path: Path) -> None:
     from agility_mlflow.sweep import run_sweep
 
