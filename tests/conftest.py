@@ -35,10 +35,17 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 with a sqlite store, shared by the session; yields its URL."""
-    with MlflowServer(tmp_path_factory.mktemp("mlflow-server")) as url:
-        yield url
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` on 127.0.0.1 with a sqlite store, shared by the session (each test uses experiments of its own)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(shared_server: MlflowServer) -> str:
+    """The URL of the shared ``mlflow server``."""
+    return shared_server.url
 
 
 @pytest.fixture

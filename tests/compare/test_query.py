@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+import uuid
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric, RunTag
 
 from agility_mlflow.compare import candidate_runs
 from tests.helpers import MlflowServer
@@ -17,18 +17,34 @@ N_RUNS = 1000
 
 
 @pytest.fixture(scope="module")
-def crowded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    server = MlflowServer(tmp_path_factory.mktemp("crowded"))
-    store = MlflowClient(server.store_uri)  # filled directly: through the server it would take minutes
-    experiment_id = store.create_experiment("crowded")
+def crowded_server(shared_server: MlflowServer) -> tuple[str, str]:
+    """The shared server, with an experiment of a thousand runs."""
+    return shared_server.url, _fill(shared_server.store_uri, shared_server.root / "artifacts")
+
+
+def _fill(store_uri: str, artifacts: Path) -> str:
+    """A thousand finished or failed runs, written in one transaction into the server's own store: through the server,
+    or one store call at a time, filling it would take minutes."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(store_uri, str(artifacts))
+    experiment_id = store.create_experiment(f"crowded-{uuid.uuid4().hex[:8]}")
     now = int(time.time() * 1000)
-    for i in range(N_RUNS):
-        role = "candidate" if i % 2 == 0 else "trial"
-        run = store.create_run(experiment_id, run_name=f"r{i}", tags={"agility.role": role})
-        store.log_batch(run.info.run_id, metrics=[Metric("token_f1", (i * 7919 % N_RUNS) / N_RUNS, now, 0)], tags=[RunTag("i", str(i))])
-        store.set_terminated(run.info.run_id, "FINISHED" if i % 10 else "FAILED")
-    with server as url:
-        yield url, experiment_id
+    with store.ManagedSessionMaker(read_only=False) as session:
+        for i in range(N_RUNS):
+            run_id = uuid.uuid4().hex
+            session.add(SqlRun(run_uuid=run_id, name=f"r{i}", source_type="LOCAL", source_name="", entry_point_name="", user_id="test",
+                               status="FINISHED" if i % 10 else "FAILED", start_time=now, end_time=now, source_version="",
+                               lifecycle_stage="active", artifact_uri=f"{artifacts.as_uri()}/{run_id}/artifacts", experiment_id=int(experiment_id)))
+            role = "candidate" if i % 2 == 0 else "trial"
+            session.add_all([SqlTag(key="mlflow.runName", value=f"r{i}", run_uuid=run_id), SqlTag(key="agility.role", value=role, run_uuid=run_id),
+                             SqlTag(key="i", value=str(i), run_uuid=run_id)])
+            score = (i * 7919 % N_RUNS) / N_RUNS
+            session.add_all([table(key="token_f1", value=score, timestamp=now, step=0, is_nan=False, run_uuid=run_id)
+                             for table in (SqlMetric, SqlLatestMetric)])
+    store.engine.dispose()
+    return experiment_id
 
 
 class CountingClient(MlflowClient):

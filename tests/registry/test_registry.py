@@ -11,19 +11,31 @@ import pytest
 from mlflow import MlflowClient
 
 from agility_mlflow.evaluation import run_project
-from tests.helpers import GOLDEN_ROWS, REPO, run_cli, write_csv, write_project
+from tests.helpers import GOLDEN_ROWS, REPO, new_store, run_cli, write_csv, write_project
 from tests.openai_server import start_standin
 
 LOCAL = {"name": "smol", "provider": "local", "model_id": "smollm2-135m-instruct", "params": {"temperature": 0.0, "max_tokens": 16}}
 REPLAY = {"name": "same", "provider": "replay", "model_id": "gpt-4o-mini"}
 
 
-@pytest.fixture
-def evaluated(tmp_path: Path) -> dict:
-    config = write_project(tmp_path, candidates=[LOCAL, REPLAY], metrics=["token_f1", "exact_match"],
+@pytest.fixture(scope="module")
+def _evaluated_once(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The local and a replayed candidate, evaluated once for the module into a store of its own (SmolLM2 takes seconds)."""
+    directory = tmp_path_factory.mktemp("evaluated")
+    store = new_store(directory / "mlflow.db")
+    config = write_project(directory, candidates=[LOCAL, REPLAY], metrics=["token_f1", "exact_match"],
                            decision={"min_samples": 2, "primary": ["token_f1"]})
-    runs = {s.name: s.run_id for s in run_project(config, progress=False)}
-    return {"config": config, "runs": runs, "dir": tmp_path}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AGILITY_CACHE_DIR", str(directory / "cache"))
+        runs = {s.name: s.run_id for s in run_project(config, tracking_uri=store, progress=False)}
+    return {"config": config, "runs": runs, "dir": directory, "store": store}
+
+
+@pytest.fixture
+def evaluated(_evaluated_once: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The evaluated project, with this test pointed at its store (each test registers models of its own names)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _evaluated_once["store"])
+    return _evaluated_once
 
 
 def test_the_local_candidate_registers_and_loads_in_a_fresh_process(evaluated: dict) -> None:
