@@ -210,6 +210,23 @@ def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
 
 
 @contextmanager
+def quiet_artifact_downloads() -> Iterator[None]:
+    """MLflow's artifact download progress bars off inside the block, unless the user set them.
+
+    One bar per downloaded table would flood the terminal.
+    """
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
+@contextmanager
 def evaluation_run(
     experiment_id: str,
     run_name: str,

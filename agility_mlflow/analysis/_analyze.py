@@ -22,7 +22,7 @@ from agility_mlflow.analysis._categories import (
 )
 from agility_mlflow.analysis._drift import Drift, drift
 from agility_mlflow.analysis._slices import SliceResult, slice_results, slice_values
-from agility_mlflow.compare._runs import RunRecord
+from agility_mlflow.compare import RunRecord
 from agility_mlflow.config import Config, load_config
 from agility_mlflow.errors import InputError
 from agility_mlflow.vocabulary import ANALYSIS_ARTIFACT, RESULTS_ARTIFACT
@@ -199,7 +199,7 @@ def analyze_run(
     judge: Any = None,
 ) -> RunAnalysis:
     """Drift, categories and slices of one candidate run against the source (both with rows loaded); logs nothing."""
-    from agility_mlflow.compare._decision import metric_direction
+    from agility_mlflow.compare import metric_direction
 
     metric = analysis_metric(cfg)
     settings = cfg.analysis
@@ -252,9 +252,8 @@ def analyze(
     """
     from mlflow import MlflowClient
 
-    from agility_mlflow import tracking
+    from agility_mlflow import compare, tracking
     from agility_mlflow.cache import ResponseCache
-    from agility_mlflow.compare import _query
     from agility_mlflow.dataset import load_dataset
     from agility_mlflow.runner import Runner
 
@@ -266,7 +265,7 @@ def analyze(
     experiment_id = tracking.existing_experiment(cfg, tracking_uri)
     client = MlflowClient()
     source, runs = _runs_to_analyze(cfg, experiment_id, list(run_ids), client)
-    source, *runs = _query.load_results([source, *runs], client=client)
+    source, *runs = compare.load_results([source, *runs], client=client)
     if source.rows is None:
         raise InputError(f"{cfg.path.name}: source run {source.run_id} has no readable {RESULTS_ARTIFACT}")
     unreadable = [run.run_id for run in runs if run.rows is None]
@@ -295,9 +294,8 @@ def _runs_to_analyze(cfg: Config, experiment_id: str, run_ids: list[str], client
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from agility_mlflow.compare import _query
-    from agility_mlflow.compare._compare import _latest_per_candidate
-    from agility_mlflow.compare._decision import metric_direction
+    from agility_mlflow import compare
+    from agility_mlflow.compare import latest_per_candidate, metric_direction
 
     name = cfg.path.name
     if run_ids:
@@ -307,14 +305,14 @@ def _runs_to_analyze(cfg: Config, experiment_id: str, run_ids: list[str], client
                 run = client.get_run(run_id)
             except MlflowException:
                 raise InputError(f"--run-id {run_id}: no such run in {mlflow.get_tracking_uri()}") from None
-            record = _query.to_record(run)
+            record = compare.to_record(run)
             if run.info.experiment_id != experiment_id or record.role not in ("candidate", "trial"):
                 raise InputError(f"--run-id {run_id}: not a candidate or trial run of experiment '{cfg.experiment}' (role '{record.role}')")
             runs.append(record)
         digest = runs[0].params.get("dataset_digest")
     else:
         primary = analysis_metric(cfg)
-        runs = _latest_per_candidate(_query.candidate_runs(experiment_id, roles=cfg.decision.roles, order_metric=primary,
+        runs = latest_per_candidate(compare.candidate_runs(experiment_id, roles=cfg.decision.roles, order_metric=primary,
                                                            higher_is_better=metric_direction(primary), client=client))
         digest = None
     source = _source_run(experiment_id, digest, client)
@@ -330,11 +328,11 @@ def _runs_to_analyze(cfg: Config, experiment_id: str, run_ids: list[str], client
 
 
 def _source_run(experiment_id: str, digest: str | None, client: Any) -> RunRecord | None:
-    from agility_mlflow.compare import _query
+    from agility_mlflow import compare
 
-    where = _query.finished_with_role("source") + (f" and params.dataset_digest = '{digest}'" if digest else "")
-    runs = list(_query.iter_runs([experiment_id], filter_string=where, order_by=["attributes.start_time DESC"], limit=1, client=client))
-    return _query.to_record(runs[0]) if runs else None
+    where = compare.finished_with_role("source") + (f" and params.dataset_digest = '{digest}'" if digest else "")
+    runs = list(compare.iter_runs([experiment_id], filter_string=where, order_by=["attributes.start_time DESC"], limit=1, client=client))
+    return compare.to_record(runs[0]) if runs else None
 
 
 def _log(item: RunAnalysis) -> None:

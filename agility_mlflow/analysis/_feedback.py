@@ -20,7 +20,7 @@ from agility_mlflow.analysis._analyze import RunAnalysis
 from agility_mlflow.analysis._categories import CANDIDATE, categorize_offline, failing_samples, taxonomy
 from agility_mlflow.analysis._drift import drift
 from agility_mlflow.analysis._report import _short, drift_lines
-from agility_mlflow.compare._runs import RunRecord
+from agility_mlflow.compare import RunRecord
 
 
 def feedback_for(rows: Sequence[Mapping[str, Any]], *, examples: int = 2, **options: Any) -> str:

@@ -19,9 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from agility_mlflow.compare import _stats
-from agility_mlflow.compare._decision import MetricComparison, compare_metric, metric_direction
-from agility_mlflow.compare._runs import RunRecord
+from agility_mlflow.compare import MetricComparison, RunRecord, bootstrap_means, compare_metric, metric_direction, paired_values
 from agility_mlflow.config import DecisionConfig
 from agility_mlflow.errors import InputError
 
@@ -134,9 +132,9 @@ def slice_results(
 
 def _worse_p_value(source: Mapping[str, float], candidate: Mapping[str, float], comparison: MetricComparison, rule: DecisionConfig) -> float:
     """One-sided bootstrap p-value of H1 "the candidate loses more than the margin" (the mirror when lower is better)."""
-    _, src, cand = _stats.paired_values(source, candidate)
+    _, src, cand = paired_values(source, candidate)
     gains = (cand - src) if comparison.higher_is_better else (src - cand)
-    means = _stats.bootstrap_means(gains, resamples=rule.bootstrap_resamples, seed=rule.seed)
+    means = bootstrap_means(gains, resamples=rule.bootstrap_resamples, seed=rule.seed)
     return float((1 + np.sum(means >= -comparison.margin)) / (len(means) + 1))
 
 

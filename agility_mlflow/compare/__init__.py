@@ -16,7 +16,7 @@ The statistics and the rule are pure functions, reusable without MLflow:
     (-0.1186..., -0.0046...)
 """
 
-from agility_mlflow.compare._compare import DEFAULT_OUTPUT, compare
+from agility_mlflow.compare._compare import DEFAULT_OUTPUT, compare, latest_per_candidate
 from agility_mlflow.compare._decision import (
     LimitCheck,
     MetricComparison,
@@ -33,15 +33,18 @@ from agility_mlflow.compare._decision import (
 from agility_mlflow.compare._plots import pareto_front
 from agility_mlflow.compare._query import (
     candidate_runs,
+    finished_with_role,
     iter_runs,
     latest_source_run,
     load_results,
     read_results,
+    to_record,
 )
 from agility_mlflow.compare._report import Report, build_report
 from agility_mlflow.compare._result import Comparison
 from agility_mlflow.compare._runs import RunRecord
 from agility_mlflow.compare._stats import (
+    bootstrap_means,
     is_binary,
     mcnemar_exact_p,
     newcombe_paired_ci,
@@ -67,14 +70,17 @@ __all__ = [
     "Report",
     "RunRecord",
     "Verdict",
+    "bootstrap_means",
     "build_report",
     "candidate_runs",
     "check_limits",
     "compare",
     "compare_metric",
     "decide",
+    "finished_with_role",
     "is_binary",
     "iter_runs",
+    "latest_per_candidate",
     "latest_source_run",
     "load_results",
     "mcnemar_exact_p",
@@ -90,5 +96,6 @@ __all__ = [
     "read_results",
     "required_samples",
     "stale_verdict",
+    "to_record",
     "wilson_interval",
 ]

@@ -99,7 +99,7 @@ def compare(
     runs = _query.candidate_runs(
         experiment_id, roles=decision.roles, order_metric=primary[0], higher_is_better=metric_direction(primary[0]), client=client
     )
-    runs = _latest_per_candidate(_without_optimization_trials(runs))
+    runs = latest_per_candidate(_without_optimization_trials(runs))
     if not runs:
         raise InputError(f"{cfg.path.name}: experiment '{cfg.experiment}' has no FINISHED {' or '.join(decision.roles)} runs to compare")
     # Pairing is by sample id: a run scored on another version of the golden set is listed, never decided.
@@ -196,7 +196,7 @@ def _without_optimization_trials(runs: list[RunRecord]) -> list[RunRecord]:
     return kept
 
 
-def _latest_per_candidate(runs: list[RunRecord]) -> list[RunRecord]:
+def latest_per_candidate(runs: list[RunRecord]) -> list[RunRecord]:
     """Keep the newest run of each ``agility run`` configuration (run name); every sweep trial stays."""
     newest: dict[str, RunRecord] = {}
     for run in runs:

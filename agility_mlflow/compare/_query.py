@@ -11,11 +11,9 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +150,7 @@ def load_results(runs: Sequence[RunRecord], *, client: MlflowClient | None = Non
     A run whose table is missing or unreadable comes back with ``rows`` still ``None`` (and a warning).
     """
     client = client or MlflowClient()
-    with _quiet_downloads(), tempfile.TemporaryDirectory(prefix="agility-compare-") as scratch:
+    with tracking.quiet_artifact_downloads(), tempfile.TemporaryDirectory(prefix="agility-compare-") as scratch:
 
         def load(run: RunRecord) -> RunRecord:
             rows = _read_results(client, run.run_id, Path(scratch) / run.run_id)
@@ -165,7 +163,7 @@ def load_results(runs: Sequence[RunRecord], *, client: MlflowClient | None = Non
 def read_results(run_id: str, *, client: MlflowClient | None = None, artifact: str = RESULTS_ARTIFACT) -> list[dict[str, Any]] | None:
     """One run's ``eval_results.json`` rows (or another per-sample table, e.g. ``analysis.json``); ``None``
     (and a warning) when it is missing or unreadable."""
-    with _quiet_downloads(), tempfile.TemporaryDirectory(prefix="agility-results-") as scratch:
+    with tracking.quiet_artifact_downloads(), tempfile.TemporaryDirectory(prefix="agility-results-") as scratch:
         return _read_results(client or MlflowClient(), run_id, Path(scratch), artifact)
 
 
@@ -181,16 +179,3 @@ def _read_results(client: MlflowClient, run_id: str, directory: Path, artifact: 
         return None
     return rows
 
-
-@contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    # One progress bar per downloaded table would flood the terminal; a user's own setting wins.
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    if name in os.environ:
-        yield
-        return
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        os.environ.pop(name, None)

@@ -43,7 +43,7 @@ def source_run(project: Project, runner: Runner, experiment_id: str) -> str | No
     from mlflow import MlflowClient
 
     from agility_mlflow import tracking
-    from agility_mlflow.compare._query import finished_with_role
+    from agility_mlflow.compare import finished_with_role
 
     source = next((c for c in project.configurations if c.role == "source"), None)
     if source is None:

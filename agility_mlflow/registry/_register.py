@@ -162,7 +162,7 @@ def register(
 
 def _verdict(client: Any, experiment_id: str, cfg: Config, run_id: str | None) -> tuple[str, dict[str, str]]:
     """The run to register (``run_id``, else the latest comparison's winner) and its verdict in that comparison."""
-    from agility_mlflow.compare._query import finished_with_role
+    from agility_mlflow.compare import finished_with_role
 
     comparisons = client.search_runs([experiment_id], filter_string=finished_with_role("comparison"),
                                      order_by=["attributes.start_time DESC"], max_results=1)
@@ -204,10 +204,10 @@ def _judge_config(cfg: Config) -> dict[str, Any]:
 def _artifact_json(client: Any, run_id: str, path: str) -> Any:
     import tempfile
 
-    from agility_mlflow.compare._query import _quiet_downloads
+    from agility_mlflow import tracking
 
     try:
-        with _quiet_downloads(), tempfile.TemporaryDirectory() as scratch:
+        with tracking.quiet_artifact_downloads(), tempfile.TemporaryDirectory() as scratch:
             return json.loads(Path(client.download_artifacts(run_id, path, scratch)).read_text(encoding="utf-8"))
     except Exception:  # noqa: BLE001 - the verdict text is a nicety; the winner tag is what counts
         logger.warning("run %s: %s unreadable; registering without the verdict text", run_id, path)
