@@ -1,6 +1,6 @@
 """Everything agility_mlflow writes to MLflow, and nothing else: runs, prompts, tables, traces.
 
-Contract (shared/DESIGN.md): tags ``agility.role``, ``agility.candidate``, ``agility.prompt``;
+Contract (README.md): tags ``agility.role``, ``agility.candidate``, ``agility.prompt``;
 params ``provider``, ``model_id``, every inference parameter, ``dataset_digest``; metrics
 ``n_samples``, ``n_errors``, latency, tokens, cost and one per quality metric; the artifact
 ``eval_results.json`` with one row per sample; the resolved config; one trace per sample.

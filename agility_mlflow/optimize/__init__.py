@@ -2,7 +2,7 @@
 
 Example:
     >>> from agility_mlflow.optimize import optimize_prompt
-    >>> result = optimize_prompt("projects/financial-qa/agility-optimize.yaml", "fin-qa", "local-smollm")  # doctest: +SKIP
+    >>> result = optimize_prompt("projects/financial-qa/agility.yaml", "fin-qa", "local-smollm")  # doctest: +SKIP
     >>> result.best_prompt_uri, result.test_run_id  # doctest: +SKIP
     ('prompts:/fin-qa/4', '8f2c...')
 """

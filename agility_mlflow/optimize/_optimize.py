@@ -93,7 +93,7 @@ def optimize_prompt(
     ``AGILITY_CACHE_DIR/optimize/``, finished evaluations come from the response cache.
 
     Example:
-        >>> result = optimize_prompt("projects/financial-qa/agility-optimize.yaml", "fin-qa", "local-smollm")  # doctest: +SKIP
+        >>> result = optimize_prompt("projects/financial-qa/agility.yaml", "fin-qa", "local-smollm")  # doctest: +SKIP
         >>> result.best_prompt_uri, result.test_metrics["numeric_match"]  # doctest: +SKIP
         ('prompts:/fin-qa/4', 0.4)
     """
