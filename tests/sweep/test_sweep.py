@@ -26,9 +26,14 @@ PROMPTS = [
 ]
 
 
-def _sweep_project(tmp_path: Path, experiment: str = "test-migration", **sweep: object) -> Path:
+def _sweep_project(tmp_path: Path, experiment: str = "test-migration", candidate: dict = LOCAL, **sweep: object) -> Path:
     settings = {"params": {"max_tokens": {"choices": [4, 8]}}, "objective": "token_f1", "slices": 1, "n_trials": 4, **sweep}
-    return write_project(tmp_path, experiment=experiment, candidates=[LOCAL], prompts=PROMPTS, sweep=settings)
+    return write_project(tmp_path, experiment=experiment, candidates=[candidate], prompts=PROMPTS, sweep=settings)
+
+
+def _served(url: str) -> dict:
+    """A candidate on the OpenAI stand-in: the tests of workers and kills prove the study's bookkeeping, not answers."""
+    return {"name": "served", "provider": "openai", "model_id": "standin", "base_url": url, "api_key": "k", "stream": False}
 
 
 def test_sweep_logs_parent_children_and_best(tmp_path: Path) -> None:
@@ -122,13 +127,14 @@ def _worker(config: Path, storage: str, study: str, tracking: str, n_trials: int
 
 def test_two_workers_share_one_postgres_study_without_duplicates(tmp_path: Path, tracking: str, postgres_url: str) -> None:
     study_name = f"agility-test-{uuid.uuid4().hex[:8]}"
-    config = _sweep_project(tmp_path, experiment=f"pg-{study_name}", sampler="random")
-    # Two workers start together on an empty database and share one study.
-    # An empty database: the workers race to create Optuna's tables, as on a first deployment.
-    workers = [_worker(config, postgres_url, study_name, tracking, 6) for _ in range(2)]
-    for worker in workers:
-        out, err = worker.communicate(timeout=600)
-        assert worker.returncode == 0, err
+    with start_standin(latency_s=0.05) as server:
+        config = _sweep_project(tmp_path, experiment=f"pg-{study_name}", candidate=_served(server.url), sampler="random")
+        # Two workers start together on an empty database and share one study.
+        # An empty database: the workers race to create Optuna's tables, as on a first deployment.
+        workers = [_worker(config, postgres_url, study_name, tracking, 6) for _ in range(2)]
+        for worker in workers:
+            out, err = worker.communicate(timeout=600)
+            assert worker.returncode == 0, err
     study = optuna.load_study(study_name=study_name, storage=postgres_url)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 6
@@ -146,29 +152,31 @@ def test_two_workers_share_one_postgres_study_without_duplicates(tmp_path: Path,
 
 def test_killed_sweep_resumes_keeping_finished_trials(tmp_path: Path, tracking: str) -> None:
     study_name = f"kill-{uuid.uuid4().hex[:8]}"
-    config = _sweep_project(tmp_path, experiment=study_name, sampler="random", params={"max_tokens": {"low": 16, "high": 48}})
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    worker = _worker(config, storage, study_name, tracking, 200)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        try:
-            trials = optuna.load_study(study_name=study_name, storage=storage).trials
-        except KeyError:
-            continue
-        done = [t for t in trials if t.state == TrialState.COMPLETE]
-        if len(done) >= 2 and trials[-1].state == TrialState.RUNNING and "mlflow_run_id" in trials[-1].user_attrs:
-            break
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait()
-    before = optuna.load_study(study_name=study_name, storage=storage).trials
-    killed = [t for t in before if t.state == TrialState.RUNNING]
-    kept = [t.number for t in before if t.state == TrialState.COMPLETE]
-    assert len(killed) == 1 and len(kept) >= 2
+    with start_standin(latency_s=0.3) as server:  # each trial takes a while: the kill lands mid-trial
+        config = _sweep_project(tmp_path, experiment=study_name, candidate=_served(server.url), sampler="random",
+                                params={"max_tokens": {"low": 16, "high": 48}})
+        worker = _worker(config, storage, study_name, tracking, 200)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            try:
+                trials = optuna.load_study(study_name=study_name, storage=storage).trials
+            except KeyError:
+                continue
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            if len(done) >= 2 and trials[-1].state == TrialState.RUNNING and "mlflow_run_id" in trials[-1].user_attrs:
+                break
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        before = optuna.load_study(study_name=study_name, storage=storage).trials
+        killed = [t for t in before if t.state == TrialState.RUNNING]
+        kept = [t.number for t in before if t.state == TrialState.COMPLETE]
+        assert len(killed) == 1 and len(kept) >= 2
 
-    resumed = _worker(config, storage, study_name, tracking, len(before) + 1)
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err
+        resumed = _worker(config, storage, study_name, tracking, len(before) + 1)
+        out, err = resumed.communicate(timeout=600)
+        assert resumed.returncode == 0, err
     after = {t.number: t for t in optuna.load_study(study_name=study_name, storage=storage).trials}
     assert after[killed[0].number].state == TrialState.FAIL
     assert all(after[n].state == TrialState.COMPLETE for n in kept)
