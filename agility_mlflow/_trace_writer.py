@@ -7,6 +7,12 @@ every field is known when it is logged, so it is built directly as an MLflow spa
 and written by one thread with ``log_spans`` many traces per transaction (one OTLP request
 through a server), then linked to its run ``MAX_TRACE_LINKS_PER_REQUEST`` at a time.
 
+Written to a database directly (``sqlite:``, ``postgresql:``...), the store's work is MLflow's ORM
+in this process: ~2.5 ms of CPU a trace, holding the GIL the model calls' threads need. So after
+:func:`prepare` (called before a run's calls start, while no call thread runs) those writes are
+done by a forked helper process, one per process, which the writer thread hands each batch to;
+through a server the server does that work, and the thread writes itself.
+
 The stored trace is what MLflow's path stores: one trace per sample in the run's experiment, its
 name, inputs and outputs (the request and response previews), state, timing, token usage and cost
 (computed from the run's own prices), found by ``mlflow.search_traces(run_id=...)`` and shown on
@@ -121,7 +127,7 @@ class _Failures:
     def add(self, count: int, exc: BaseException) -> None:
         with self.lock:
             self.count += count
-            self.first = self.first or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.first = self.first or (str(exc) if isinstance(exc, _HelperError) else _describe(exc))
 
 
 class TraceWriter:
@@ -138,6 +144,7 @@ class TraceWriter:
         self._busy = False
         self._thread: threading.Thread | None = None
         self._failures = _Failures()
+        self._helper: _Helper | None = None
 
     def submit(self, tracking_uri: str, experiment_id: str, run_id: str, trace_id: str, span: Any) -> None:
         with self._cond:
@@ -175,25 +182,125 @@ class TraceWriter:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _write(self, batch: list[_Pending]) -> None:
-        from mlflow import MlflowClient
-        from mlflow.store.tracking import MAX_TRACE_LINKS_PER_REQUEST
-        from mlflow.tracing.client import TracingClient
+    def prepare(self, tracking_uri: str) -> None:
+        """Start the helper process for a database store now, while no other thread is mid-call."""
+        with self._cond:
+            if _is_database(tracking_uri) and self._helper is None:
+                self._helper = _Helper.start()
 
+    def _write(self, batch: list[_Pending]) -> None:
         groups: dict[tuple[str, str, str], list[_Pending]] = {}
         for pending in batch:
             groups.setdefault((pending.tracking_uri, pending.experiment_id, pending.run_id), []).append(pending)
         for (tracking_uri, experiment_id, run_id), items in groups.items():
+            trace_ids, spans = [item.trace_id for item in items], [item.span for item in items]
+            helper = self._helper if _is_database(tracking_uri) else None
             try:
-                TracingClient(tracking_uri).log_spans(experiment_id, [item.span for item in items])
-                ids = [item.trace_id for item in items]
-                client = MlflowClient(tracking_uri)
-                for start in range(0, len(ids), MAX_TRACE_LINKS_PER_REQUEST):
-                    client.link_traces_to_run(ids[start : start + MAX_TRACE_LINKS_PER_REQUEST], run_id)
+                if helper is not None and helper.alive:
+                    helper.write(tracking_uri, experiment_id, run_id, trace_ids, spans)
+                else:
+                    write_traces(tracking_uri, experiment_id, run_id, trace_ids, spans)
             except Exception as exc:  # noqa: BLE001 - a lost trace must not sink the run: counted and reported
                 self._failures.add(len(items), exc)
             else:
                 logger.debug("wrote %d sample traces of run %s", len(items), run_id)
+
+
+def write_traces(tracking_uri: str, experiment_id: str, run_id: str, trace_ids: list[str], spans: list[Any]) -> None:
+    """Store ``spans`` (one trace each) in one ``log_spans`` call and link their traces to ``run_id``."""
+    from mlflow import MlflowClient
+    from mlflow.store.tracking import MAX_TRACE_LINKS_PER_REQUEST
+    from mlflow.tracing.client import TracingClient
+
+    TracingClient(tracking_uri).log_spans(experiment_id, spans)
+    client = MlflowClient(tracking_uri)
+    for start in range(0, len(trace_ids), MAX_TRACE_LINKS_PER_REQUEST):
+        client.link_traces_to_run(trace_ids[start : start + MAX_TRACE_LINKS_PER_REQUEST], run_id)
+
+
+def _is_database(tracking_uri: str) -> bool:
+    return tracking_uri.partition(":")[0].partition("+")[0] in {"sqlite", "postgresql", "mysql", "mssql"}
+
+
+class _Helper:
+    """A process forked from this one (so MLflow is already imported) that runs :func:`write_traces` for it.
+
+    One batch at a time over a pipe: the writer thread sends it and waits for the answer, so
+    :meth:`TraceWriter.flush` still means "stored". If the process cannot start or dies, the
+    thread writes in-process instead.
+    """
+
+    def __init__(self, process: Any, connection: Any) -> None:
+        self._process = process
+        self._connection = connection
+        self.alive = True
+
+    @classmethod
+    def start(cls) -> _Helper | None:
+        import multiprocessing
+        import sys
+
+        if not sys.platform.startswith("linux"):  # fork is only safe enough on Linux (macOS's system libraries refuse it)
+            return None
+        try:
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - imported before the fork, never in the child
+            import mlflow.tracing.client  # noqa: F401
+
+            context = multiprocessing.get_context("fork")
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_serve, args=(theirs, ours), name="agility-trace-writer", daemon=True)
+            process.start()
+            theirs.close()
+        except Exception as exc:  # noqa: BLE001 - e.g. a daemonic process may not have children: write in-process
+            logger.debug("trace writer process not started (%s): writing traces in-process", exc)
+            return None
+        return cls(process, ours)
+
+    def write(self, tracking_uri: str, experiment_id: str, run_id: str, trace_ids: list[str], spans: list[Any]) -> None:
+        try:
+            self._connection.send((tracking_uri, experiment_id, run_id, trace_ids, spans))
+            error = self._connection.recv()
+        except (EOFError, OSError):
+            self.alive = False
+            logger.debug("trace writer process gone: writing traces in-process")
+            write_traces(tracking_uri, experiment_id, run_id, trace_ids, spans)
+            return
+        if error is not None:
+            raise _HelperError(error)
+
+
+class _HelperError(Exception):
+    """A write that failed in the helper process, described there."""
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _serve(connection: Any, parent_end: Any) -> None:
+    """The helper process: write each batch received, answer ``None`` or the error, until the parent goes."""
+    import signal
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    parent_end.close()  # else the pipe never reports the parent gone
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; the pipe closing ends this process
+    # The parent's engines came along with the fork: drop their pooled connections without closing
+    # them (SQLAlchemy's recipe for forked processes); this process opens its own.
+    SqlAlchemyStore._engine_map_lock = threading.Lock()
+    for engine in list(SqlAlchemyStore._engine_map.values()):
+        engine.dispose(close=False)
+    while True:
+        try:
+            batch = connection.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            write_traces(*batch)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which counts the lost traces
+            connection.send(_describe(exc))
+        else:
+            connection.send(None)
 
 
 _writer = TraceWriter()
@@ -207,3 +314,8 @@ def submit(tracking_uri: str, experiment_id: str, run_id: str, trace_id: str, sp
 def flush() -> int:
     """Wait for the process's writer; the number of traces that could not be written."""
     return _writer.flush()
+
+
+def prepare(tracking_uri: str) -> None:
+    """Get the process's writer ready for traces to ``tracking_uri``; call it before the calls' threads start."""
+    _writer.prepare(tracking_uri)

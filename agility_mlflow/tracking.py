@@ -445,6 +445,13 @@ def log_dataset(rows: Sequence[Mapping[str, Any]], source: str, name: str, diges
         mlflow.log_input(dataset, context="evaluation")
 
 
+def prepare_traces() -> None:
+    """Get the background trace writer ready for the current tracking URI; call it before any call's thread starts."""
+    from agility_mlflow import _trace_writer
+
+    _trace_writer.prepare(mlflow.get_tracking_uri())
+
+
 def flush_traces() -> None:
     """Wait until the queued sample traces are written, so a run ends only after its traces are stored."""
     from agility_mlflow import _trace_writer

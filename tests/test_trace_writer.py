@@ -79,3 +79,48 @@ def test_the_writer_survives_an_unexpected_failure_and_flush_returns(monkeypatch
     for number in range(5):
         writer.submit("sqlite:///unused.db", "1", "run", f"tr-{number}", span=None)
     assert writer.flush() == 5  # every batch failed, none hung the flush
+
+
+def _stored_traces(uri: str, count: int) -> tuple[str, str, list[str]]:
+    """``count`` sample spans of a new run in ``uri``'s store: (experiment id, run id, trace ids), nothing written yet."""
+    tracking.configure(uri, "helper")
+    with mlflow.start_run() as run:
+        pass
+    calls = [_trace_writer.SampleCall(name="m/p", provider="openai", model_id="m", messages=[{"role": "user", "content": f"q{i}"}],
+                                      output=f"a{i}", error=None, start_ns=10**9, end_ns=2 * 10**9, input_tokens=3, output_tokens=i,
+                                      attributes={"agility.sample_id": f"s{i}"}) for i in range(count)]
+    return run.info.experiment_id, run.info.run_id, [_trace_writer.sample_span(call) for call in calls]  # type: ignore[return-value]
+
+
+def test_a_database_store_is_written_by_the_helper_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id, run_id, spans = _stored_traces(uri, 4)
+    writer = _trace_writer.TraceWriter()
+    writer.prepare(uri)
+
+    def in_this_process(*args: object) -> None:
+        raise AssertionError("written in the calls' process")
+
+    monkeypatch.setattr(_trace_writer, "write_traces", in_this_process)  # the forked helper keeps the real one
+    for trace_id, span in spans:
+        writer.submit(uri, experiment_id, run_id, trace_id, span)
+    assert writer.flush() == 0
+    traces = mlflow.search_traces(run_id=run_id, return_type="list")
+    assert sorted(t.info.trace_id for t in traces) == sorted(trace_id for trace_id, _ in spans)
+    assert sorted(t.info.token_usage["output_tokens"] for t in traces) == [0, 1, 2, 3]
+    assert {t.data.spans[0].attributes["agility.sample_id"] for t in traces} == {"s0", "s1", "s2", "s3"}
+
+
+def test_without_its_helper_process_the_writer_writes_itself(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id, run_id, spans = _stored_traces(uri, 3)
+    writer = _trace_writer.TraceWriter()
+    writer.prepare(uri)
+    helper = writer._helper
+    assert helper is not None
+    helper._process.kill()
+    helper._process.join(10)
+    for trace_id, span in spans:
+        writer.submit(uri, experiment_id, run_id, trace_id, span)
+    assert writer.flush() == 0 and not helper.alive
+    assert len(mlflow.search_traces(run_id=run_id, return_type="list")) == 3

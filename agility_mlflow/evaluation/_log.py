@@ -52,13 +52,15 @@ def log_evaluation(
     if judge is not None:
         params["judge_provider"] = judge.config.provider
         params["judge_model_id"] = judge.config.model_id
+    if project.config.run.traces:
+        # Traces first: their writer may still hold the store (a SQLite file's one write lock) and
+        # would keep winning it from the writes below; waiting for it once is shorter.
+        (traces or SampleTraces(project, configuration, prompt_uri, result.price)).finish(result)
     tracking.log_run_data(run_id, params, result.metrics)
     tracking.log_results_table(run_id, result.rows)
     tracking.log_config(run_id, project.config.public_dict())
     tracking.log_dataset(project.dataset.rows, str(project.dataset.path), project.dataset.path.name,
                          project.dataset.subset_digest or project.dataset.digest)
-    if project.config.run.traces:
-        (traces or SampleTraces(project, configuration, prompt_uri, result.price)).finish(result)
 
 
 class SampleTraces:
@@ -76,6 +78,9 @@ class SampleTraces:
     """
 
     def __init__(self, project: Project, configuration: Configuration, prompt_uri: str, price: Price | None) -> None:
+        from agility_mlflow import tracking
+
+        tracking.prepare_traces()  # made before the calls start (see _trace_writer)
         self._configuration = configuration
         self._prompt_uri = prompt_uri
         self._price = price
