@@ -30,11 +30,11 @@ from typing import Any, Protocol
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from agility_mlflow.backends import Backend, Generation
-from agility_mlflow.backends._batch import BatchBackend, JobStore, run_batch
+from agility_mlflow.backends import Backend, BatchBackend, Generation, JobStore, run_batch
 from agility_mlflow.cache import ResponseCache, cache_key
 from agility_mlflow.config import RunSettings
 from agility_mlflow.errors import ProviderError, RetryableError
+from agility_mlflow.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Runner:
         limiter = AdaptiveLimiter(workers)
         abort = _Abort()
         outcomes: list[Outcome | None] = [None] * len(requests)
-        progress_bar = _progress(len(requests), description, self.progress)
+        bar = progress_bar(len(requests), description, self.progress)
         # Finished futures arrive on a queue: waiting on the set of pending futures again after each
         # completion would cost O(N) per completion, O(N^2) per run.
         finished: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
@@ -212,13 +212,13 @@ class Runner:
                     outcome = outcomes[futures[future]] = future.result()
                     if on_outcome is not None:
                         on_outcome(futures[future], outcome)
-                    progress_bar.update(1)
+                    bar.update(1)
             except BaseException:
                 for future in futures:
                     future.cancel()
                 raise
             finally:
-                progress_bar.close()
+                bar.close()
         return [o for o in outcomes if o is not None]
 
     def _run_batch(self, backend: BatchBackend, params: Mapping[str, Any], requests: Sequence[Request], description: str) -> list[Outcome]:
@@ -339,16 +339,3 @@ class _Abort:
         return self.error is not None
 
 
-class _NoProgress:
-    def update(self, n: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _progress(total: int, description: str, enabled: bool | None) -> Any:
-    """A tqdm bar on stderr; by default only when stderr is a terminal."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoProgress()
-    return tqdm(total=total, desc=description, unit="sample", disable=None if enabled is None else not enabled, leave=False)

@@ -51,6 +51,7 @@ from agility_mlflow.analysis._drift import (
     unit_dropped,
 )
 from agility_mlflow.analysis._feedback import analysis_for, feedback_for, feedback_text
+from agility_mlflow.analysis._report import category_table, drift_table, slice_table
 from agility_mlflow.analysis._slices import SliceResult, holm, slice_results, slice_values, worse_slices_reason
 from agility_mlflow.vocabulary import ANALYSIS_ARTIFACT
 
@@ -74,15 +75,18 @@ __all__ = [
     "answer_signals",
     "categorize_offline",
     "categorize_with_judge",
+    "category_table",
     "cluster_texts",
     "detect_language",
     "drift",
+    "drift_table",
     "failing_samples",
     "feedback_for",
     "feedback_text",
     "holm",
     "rule_category",
     "slice_results",
+    "slice_table",
     "slice_values",
     "taxonomy",
     "unit_dropped",

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agility_mlflow.backends._base import Backend, Generation, Message
+from agility_mlflow.backends._batch import BatchBackend, JobStore, run_batch
 from agility_mlflow.config import ModelConfig, RunSettings
 
 
@@ -86,4 +87,4 @@ def check_batch_size(model: ModelConfig, records: int) -> None:
     check_size(LIMITS, records)
 
 
-__all__ = ["Backend", "Generation", "Message", "check_batch_size", "create_backend"]
+__all__ = ["Backend", "BatchBackend", "Generation", "JobStore", "Message", "check_batch_size", "create_backend", "run_batch"]

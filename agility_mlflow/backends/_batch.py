@@ -33,6 +33,7 @@ from typing import Any
 
 from agility_mlflow.backends._base import Backend, Generation, Message
 from agility_mlflow.errors import InputError, ProviderError, RetryableError
+from agility_mlflow.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 _MAX_STATUS_FAILURES = 10
@@ -205,9 +206,7 @@ def _once(call: Any, *args: Any) -> Any:
 
 def _wait(backend: BatchBackend, job: Mapping[str, Any], total: int, description: str, progress: bool | None) -> JobStatus:
     """Poll until the job ends, showing processed records on a progress bar and each state change in the log."""
-    from agility_mlflow.runner import _progress
-
-    bar = _progress(total, f"{description} (batch)".strip(), progress)
+    bar = progress_bar(total, f"{description} (batch)".strip(), progress)
     shown, last, failures, logged, logged_at = 0, "", 0, -1, 0.0
     try:
         while True:

@@ -172,7 +172,7 @@ def _difference_table(comparison: Comparison) -> Table:
 
 def _analysis_tables(comparison: Comparison) -> list[Table]:
     """Drift side by side, error categories and slices (from the offline error analysis), when there is any."""
-    from agility_mlflow.analysis._report import category_table, drift_table, slice_table
+    from agility_mlflow.analysis import category_table, drift_table, slice_table
 
     analyses = [comparison.analyses[v.run.run_id] for v in comparison.verdicts if v.run.run_id in comparison.analyses]
     if not analyses:

@@ -29,6 +29,8 @@ from agility_mlflow.migrate._metaprompt import metaprompt_messages, parse_rewrit
 from agility_mlflow.migrate._placeholders import check_placeholders, restore_placeholders
 from agility_mlflow.prompts import Template
 
+__all__ = ["DEFAULT_VIA", "METHODS", "MigrationResult", "check_placeholders", "migrate_prompt", "restore_placeholders"]
+
 METHODS = ("metaprompt", "bedrock")
 DEFAULT_VIA = "local:smollm2-135m-instruct"
 

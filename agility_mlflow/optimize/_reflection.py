@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agility_mlflow.errors import AgilityError
-from agility_mlflow.migrate._placeholders import check_placeholders, restore_placeholders
+from agility_mlflow.migrate import check_placeholders, restore_placeholders
 
 REFLECTION_PROMPT = """You improve a prompt template for a language model. This is the template now:
 ```
