@@ -3,9 +3,8 @@
 Every item of the issue's list has a case here with its exact message: datasets (missing columns,
 empty, duplicate ids, bytes that are not UTF-8, NaN ground truth, a 10 MB cell, 100k rows streamed),
 configs (unknown keys, wrong types, missing files, unknown provider or metric), templates (unknown or
-unbalanced placeholders) and CLI arguments. The matrix runs the real command line in-process (click's
-runner: the same code path as the ``agility`` script without a new interpreter per case); the
-100k-row and API-key cases run it as a user does, in a subprocess.
+unbalanced placeholders) and CLI arguments. Every case runs the real command line in-process (click's
+runner: the same code path as the ``agility`` script without a new interpreter per case).
 """
 
 from __future__ import annotations
