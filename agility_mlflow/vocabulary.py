@@ -36,7 +36,7 @@ INPUT_DIGEST = "input_digest"
 BOOKKEEPING_COLUMNS = frozenset({LATENCY, TTFT, PROVIDER_LATENCY, INPUT_TOKENS, OUTPUT_TOKENS, COST, FINISH_REASON, CACHED})
 """Measurement columns of a result row: neither the answer nor a score."""
 
-# --- Run metrics (scoring.stats.run_metrics) -------------------------------------------------------
+# --- Run metrics (scoring.run_metrics) ---------------------------------------------------------
 N_SAMPLES = "n_samples"
 N_ERRORS = "n_errors"
 LATENCY_MEAN = "latency_mean_s"

@@ -7,8 +7,7 @@ import pytest
 from agility_mlflow import review, vocabulary
 from agility_mlflow.compare import metric_direction
 from agility_mlflow.errors import InputError
-from agility_mlflow.scoring import higher_is_better, metric_names
-from agility_mlflow.scoring.stats import run_metrics
+from agility_mlflow.scoring import higher_is_better, metric_names, run_metrics
 from agility_mlflow.sweep._objectives import direction
 
 

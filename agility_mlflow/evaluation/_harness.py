@@ -11,8 +11,7 @@ from agility_mlflow.evaluation._entities import CONTEXT, Configuration, Evaluati
 from agility_mlflow.pipeline import run_steps, step_metrics, step_names
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.runner import Outcome, Request, Runner
-from agility_mlflow.scoring import JudgeInput, Scorer, judge_metrics, judge_rows
-from agility_mlflow.scoring.stats import mean_score, run_metrics
+from agility_mlflow.scoring import JudgeInput, Scorer, judge_metrics, judge_rows, mean_score, run_metrics
 from agility_mlflow.vocabulary import (
     CACHE_WRITE_TOKENS,
     CACHED,

@@ -12,6 +12,7 @@ Example:
     True
 """
 
+from agility_mlflow.scoring._aggregates import mean_score, run_metrics
 from agility_mlflow.scoring._calibration import JUDGE_SCALE, agreement
 from agility_mlflow.scoring._common import Number, numbers
 from agility_mlflow.scoring._deepeval import GEVAL_PREFIX
@@ -41,10 +42,12 @@ __all__ = [
     "higher_is_better",
     "judge_metrics",
     "judge_rows",
+    "mean_score",
     "metric",
     "metric_names",
     "model_family",
     "numbers",
     "numeric_match",
     "parse_json",
+    "run_metrics",
 ]

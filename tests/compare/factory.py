@@ -11,7 +11,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from agility_mlflow.scoring.stats import mean_score, run_metrics
+from agility_mlflow.scoring import mean_score, run_metrics
 
 QUALITY = ("exact_match", "token_f1")
 
