@@ -6,7 +6,8 @@
 - :mod:`._harness`: generate, score and aggregate one configuration on samples (writes nothing).
 - :mod:`._calibration`: the judge's agreement with human scores of the source answers.
 - :mod:`._log`: one evaluation's params, metrics, table, dataset and traces written to its run.
-- :mod:`._session`: backends, and one evaluated, logged run.
+- :mod:`._session`: ``EvaluationSession``, which owns the backends, runner, judge and experiment, and
+  evaluates a configuration into one scored, logged run.
 - :mod:`._base`: ``agility run`` (``run_project``).
 
 Example:
@@ -26,29 +27,40 @@ from agility_mlflow.evaluation._entities import (
     Project,
     RunSummary,
 )
-from agility_mlflow.evaluation._harness import aggregate, evaluate, input_columns, input_digest, judge_input, score_samples
+from agility_mlflow.evaluation._harness import (
+    aggregate,
+    combine,
+    evaluate,
+    evaluate_samples,
+    input_columns,
+    input_digest,
+    judge_input,
+    score_samples,
+)
 from agility_mlflow.evaluation._judging import build_judge, create_judge, judge_style_guide, warn_same_family
 from agility_mlflow.evaluation._log import log_evaluation
 from agility_mlflow.evaluation._planning import estimate_for, estimate_project, prepare
-from agility_mlflow.evaluation._session import create_backends, evaluate_into_run, source_run
+from agility_mlflow.evaluation._session import EvaluationSession, evaluate_into_run
 
 __all__ = [
     "CONTEXT",
     "HUMAN_SCORE",
     "INPUT_DIGEST",
     "Configuration",
+    "EvaluationSession",
     "EvaluationResult",
     "Project",
     "RunSummary",
     "aggregate",
     "build_judge",
     "calibrate",
-    "create_backends",
+    "combine",
     "create_judge",
     "estimate_for",
     "estimate_project",
     "evaluate",
     "evaluate_into_run",
+    "evaluate_samples",
     "input_columns",
     "input_digest",
     "judge_input",
@@ -57,6 +69,5 @@ __all__ = [
     "prepare",
     "run_project",
     "score_samples",
-    "source_run",
     "warn_same_family",
 ]

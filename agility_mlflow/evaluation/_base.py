@@ -16,14 +16,12 @@ import logging
 import os
 from collections.abc import Sequence
 
-from agility_mlflow.cache import ResponseCache
 from agility_mlflow.config import Config, load_config
 from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.estimate import NOTHING
 from agility_mlflow.evaluation._entities import RunSummary
-from agility_mlflow.evaluation._judging import create_judge, warn_same_family
 from agility_mlflow.evaluation._planning import estimate_project, prepare
-from agility_mlflow.evaluation._session import _run_configuration, create_backends
+from agility_mlflow.evaluation._session import EvaluationSession
 from agility_mlflow.runner import Runner
 
 logger = logging.getLogger(__name__)
@@ -62,14 +60,16 @@ def run_project(
     config = config if isinstance(config, Config) else load_config(config)
     tracking.check_reachable(tracking_uri or config.resolved_tracking_uri())  # seconds, not MLflow's minutes of retries
     project = prepare(config, limit=limit, candidates=candidates, tracking_uri=tracking_uri, with_source=with_source)
-    backends = create_backends(project)
-    cfg = project.config
-    runner = runner or Runner(cfg.run, ResponseCache(), progress=progress)
-    judge = create_judge(project, runner)
-    warn_same_family(project)
-    experiment_id = tracking.configure(tracking_uri or cfg.resolved_tracking_uri(), cfg.experiment)
-    for run_id in tracking.fail_abandoned_runs(experiment_id):
-        logger.warning("run %s was left RUNNING by a process that died: marked FAILED", run_id)
+    with EvaluationSession(project, tracking_uri=tracking_uri, runner=runner, progress=progress, open_backends=True) as session:
+        return _run_all(session, parent_run_id, budget_usd)
+
+
+def _run_all(session: EvaluationSession, parent_run_id: str | None, budget_usd: float | None) -> list[RunSummary]:
+    """Each configuration in plan order into its run, none started once its worst case could cross ``budget_usd``."""
+    from agility_mlflow import tracking
+
+    project = session.project
+    experiment_id = session.experiment_id
     prompt_uris = {name: tracking.register_prompt(t) for name, t in project.templates.items()}
     estimates = estimate_project(project)
     total = sum(estimates, NOTHING)
@@ -78,25 +78,18 @@ def run_project(
 
     summaries: list[RunSummary] = []
     spent = 0.0
-    try:
-        with tracking.parent_in_experiment(parent_run_id, experiment_id) as parent:
-            for configuration, estimate in zip(project.configurations, estimates):
-                if budget_usd is not None and spent + estimate.total_usd > budget_usd:
-                    left = [c.run_name for c in project.configurations[len(summaries):]]
-                    raise AgilityError(
-                        f"--budget-usd ${budget_usd:.4f}: ${spent:.4f} spent; '{configuration.run_name}' may cost up to "
-                        f"${estimate.total_usd:.4f}: not started ({len(left)} runs not started: {', '.join(left)})"
-                    )
-                summary = _run_configuration(project, configuration, backends[configuration.name], runner, prompt_uris, experiment_id,
-                                             parent)
-                summaries.append(summary)
-                # A replayed model's cost was paid in production, not now; cached answers are counted as paid (a bound).
-                if configuration.model.provider != "replay":
-                    spent += summary.metrics.get("cost_usd_total", 0.0)
-                spent += summary.metrics.get("judge_cost_usd_total", 0.0)
-    finally:
-        for backend in backends.values():
-            backend.close()
-        if judge is not None:
-            judge.backend.close()
+    with tracking.parent_in_experiment(parent_run_id, experiment_id) as parent:
+        for configuration, estimate in zip(project.configurations, estimates):
+            if budget_usd is not None and spent + estimate.total_usd > budget_usd:
+                left = [c.run_name for c in project.configurations[len(summaries):]]
+                raise AgilityError(
+                    f"--budget-usd ${budget_usd:.4f}: ${spent:.4f} spent; '{configuration.run_name}' may cost up to "
+                    f"${estimate.total_usd:.4f}: not started ({len(left)} runs not started: {', '.join(left)})"
+                )
+            summary = session.evaluate_into_run(configuration, prompt_uris[configuration.template.name], parent_run_id=parent)
+            summaries.append(summary)
+            # A replayed model's cost was paid in production, not now; cached answers are counted as paid (a bound).
+            if configuration.model.provider != "replay":
+                spent += summary.metrics.get("cost_usd_total", 0.0)
+            spent += summary.metrics.get("judge_cost_usd_total", 0.0)
     return summaries

@@ -49,9 +49,30 @@ def evaluate(
 
     ``on_row(index, outcome, row)`` sees each sample's scored row as soon as it is complete (see :func:`score_samples`).
     """
+    return evaluate_samples(configuration, backend, dataset.rows, metrics, runner, pricing, on_row=on_row)
+
+
+def evaluate_samples(
+    configuration: Configuration,
+    backend: Backend,
+    samples: Sequence[dict[str, Any]],
+    metrics: Sequence[Scorer],
+    runner: Runner,
+    pricing: dict[str, Any] | None = None,
+    *,
+    on_row: OnRow | None = None,
+) -> EvaluationResult:
+    """:func:`evaluate` on ``samples`` (dataset rows), e.g. one slice of a sweep's trial."""
     price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing or {}, configuration.model.mode)
-    outcomes, rows = score_samples(configuration, backend, dataset.rows, metrics, runner, price, on_row=on_row)
+    outcomes, rows = score_samples(configuration, backend, samples, metrics, runner, price, on_row=on_row)
     return EvaluationResult(rows, aggregate(rows, outcomes, metrics), outcomes, price)
+
+
+def combine(parts: Sequence[EvaluationResult], metrics: Sequence[Scorer]) -> EvaluationResult:
+    """One result of evaluations of the same configuration on disjoint samples (a trial's slices so far)."""
+    rows = [row for part in parts for row in part.rows]
+    outcomes = [outcome for part in parts for outcome in part.outcomes]
+    return EvaluationResult(rows, aggregate(rows, outcomes, metrics), outcomes, parts[0].price if parts else None)
 
 
 def score_samples(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from agility_mlflow.backends import Backend, create_backend
 from agility_mlflow.config import Config, ModelConfig
 from agility_mlflow.errors import AgilityError, InputError
-from agility_mlflow.evaluation import prepare
+from agility_mlflow.evaluation import EvaluationSession, prepare
 from agility_mlflow.migrate._bedrock import optimize_prompt
 from agility_mlflow.migrate._metaprompt import metaprompt_messages, parse_rewrite
 from agility_mlflow.migrate._placeholders import check_placeholders, restore_placeholders
@@ -62,9 +62,19 @@ def migrate_prompt(
             ``provider:model_id`` (default the local model). Ignored by ``bedrock``.
         backend: A ready backend to rewrite with instead of ``via``.
     """
-    from agility_mlflow import tracking
+    from agility_mlflow.runner import Runner
 
     project = prepare(config, tracking_uri=tracking_uri)
+    # The session closes the rewriting model's backend and points MLflow at the experiment; nothing is judged.
+    with EvaluationSession(project, tracking_uri=tracking_uri, runner=Runner(project.config.run, progress=False), with_judge=False) as session:
+        return _migrate(session, prompt, method, target_model, via, backend)
+
+
+def _migrate(session: EvaluationSession, prompt: str, method: str, target_model: str, via: str | None, backend: Backend | None) -> MigrationResult:
+    from agility_mlflow import tracking
+    from agility_mlflow.runner import Request
+
+    project = session.project
     if prompt not in project.templates:
         raise InputError(f"{project.config.path.name}: --prompt '{prompt}' is not a prompt (known: {', '.join(project.templates)})")
     if method not in METHODS:
@@ -74,12 +84,9 @@ def migrate_prompt(
     # Only the user text is rewritten: the system message keeps its own placeholders untouched.
     variables = sorted(Template.from_text(source.name, source.user, origin=source.origin, format=source.format).variables)
     if method == "metaprompt":
-        backend = backend or _backend(project.config, via or DEFAULT_VIA)
-        from agility_mlflow.runner import Request, Runner
-
-        runner = Runner(project.config.run, progress=False)
+        backend = backend or session.adopt(_backend(project.config, via or DEFAULT_VIA))
         params = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 1024}
-        outcome = runner.run(backend, params, [Request("metaprompt", metaprompt_messages(source.user, variables, target_model), {})])[0]
+        outcome = session.runner.run(backend, params, [Request("metaprompt", metaprompt_messages(source.user, variables, target_model), {})])[0]
         if outcome.generation is None:
             raise AgilityError(f"the metaprompt call failed: {outcome.error}")
         rewritten, analysis = parse_rewrite(outcome.generation.text)
@@ -91,14 +98,14 @@ def migrate_prompt(
     registry_name = source.registry_uri.removeprefix("prompts:/").split("/")[0].split("@")[0] if source.registry_uri else source.name
     migrated = Template.from_text(registry_name, rewritten, source.system, origin=f"{method} for {target_model}", format=source.format)
 
-    experiment_id = tracking.configure(tracking_uri or project.config.resolved_tracking_uri(), project.config.experiment)
+    session.open_experiment()
     source_uri = tracking.register_prompt(source)
     tags = {"agility.migrated_from": source_uri, "agility.migration_method": method, "agility.target_model": target_model,
             "agility.analysis": analysis[:5000]}
     uri = tracking.register_prompt(migrated, tags=tags)
     diff = "".join(difflib.unified_diff(source.user.splitlines(keepends=True), rewritten.splitlines(keepends=True),
                                         fromfile=source_uri, tofile=uri))
-    with tracking.evaluation_run(experiment_id, f"migrate/{prompt}", {tracking.ROLE: "migration"}, prompt_uri=uri) as run_id:
+    with session.run(f"migrate/{prompt}", {tracking.ROLE: "migration"}, prompt_uri=uri) as run_id:
         tracking.log_run_data(run_id, {"method": method, "target_model": target_model, "source_prompt": source_uri,
                                        "migrated_prompt": uri, "via": via or (DEFAULT_VIA if method == "metaprompt" else "bedrock")},
                               {"placeholders_repaired": float(len(repairs))})

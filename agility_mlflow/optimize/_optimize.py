@@ -24,12 +24,11 @@ from agility_mlflow.config import Config, ModelConfig, OptimizeConfig, Reflectio
 from agility_mlflow.errors import AgilityError, BudgetExhausted, InputError
 from agility_mlflow.evaluation import (
     Configuration,
+    EvaluationSession,
     Project,
-    create_judge,
     evaluate_into_run,
     judge_style_guide,
     prepare,
-    warn_same_family,
 )
 from agility_mlflow.optimize import _report
 from agility_mlflow.optimize._adapter import COMPONENT, AgilityAdapter, Context, ErrorCategory
@@ -97,7 +96,6 @@ def optimize_prompt(
         >>> result.best_prompt_uri, result.test_metrics["numeric_match"]  # doctest: +SKIP
         ('prompts:/fin-qa/4', 0.4)
     """
-    from agility_mlflow import tracking
 
     project = prepare(config, candidates=[candidate], tracking_uri=tracking_uri, with_source=False)
     cfg = project.config
@@ -106,17 +104,25 @@ def optimize_prompt(
     objective = parse_sample_objective(settings.objective, cfg.metric_names, cfg.path.name)
     split = split_samples(project.dataset.rows, settings.split, f"{cfg.path.name}: key 'optimize.split'")
     reflection_model = _reflection_model(cfg, settings)
-    try:
-        target = create_backend(configuration.model, cfg.run)
-    except AgilityError as exc:
-        raise InputError(f"{cfg.path.name}: candidate '{candidate}': {exc}") from None
-    reflection = _reflection_backend(cfg, reflection_model)
     key = _key(cfg, project, configuration, settings, reflection_model)
     run_dir = default_cache_dir() / "optimize" / key
     budget = Budget(run_dir / "budget.json", settings.max_calls, budget_usd)
     runner = Runner(cfg.run, ResponseCache(), progress=progress, guard=budget)
-    judge = create_judge(project, runner)
-    warn_same_family(project)
+    # The session builds and closes the target, judge and reflection backends; the budget guards every call of its runner.
+    with EvaluationSession(project, tracking_uri=tracking_uri, runner=runner, open_backends=True) as session:
+        target = session.backend(configuration)
+        reflection = session.adopt(_reflection_backend(cfg, reflection_model))
+        return _optimize(session, configuration, target, reflection, reflection_model, budget, objective, split, settings, key,
+                         run_dir, budget_usd, error_category, parent_run_id)
+
+
+def _optimize(
+    session: EvaluationSession, configuration: Configuration, target: Backend, reflection: Backend, reflection_model: ModelConfig,
+    budget: Budget, objective: Any, split: Split, settings: OptimizeConfig, key: str, run_dir: Path, budget_usd: float | None,
+    error_category: ErrorCategory | None, parent_run_id: str | None,
+) -> OptimizationResult:
+    project, runner, judge = session.project, session.runner, session.judge
+    cfg = project.config
     prices = {
         "target": lookup_price(configuration.model.provider, configuration.model.model_id, cfg.price_overrides()),
         "reflection": lookup_price(reflection_model.provider, reflection_model.model_id, cfg.price_overrides()),
@@ -131,20 +137,12 @@ def optimize_prompt(
     if not cfg.run.cache:
         logger.warning("run.cache is off: a killed optimization cannot resume its finished evaluations without calls")
 
-    experiment_id = tracking.configure(tracking_uri or cfg.resolved_tracking_uri(), cfg.experiment)
-    for run_id in tracking.fail_abandoned_runs(experiment_id):
-        logger.warning("run %s was left RUNNING by a process that died: marked FAILED", run_id)
+    experiment_id = session.open_experiment()
     state = _read_state(run_dir)
-    try:
-        if state.get("test_run_id"):
-            return _finished(state)
-        return _run(project, configuration, target, reflection, reflection_model, runner, budget, objective, split, settings,
-                    experiment_id, key, run_dir, state, test_reserve, error_category, parent_run_id)
-    finally:
-        target.close()
-        reflection.close()
-        if judge is not None:
-            judge.backend.close()
+    if state.get("test_run_id"):
+        return _finished(state)
+    return _run(project, configuration, target, reflection, reflection_model, runner, budget, objective, split, settings,
+                experiment_id, key, run_dir, state, test_reserve, error_category, parent_run_id)
 
 
 def _check(cfg: Config, project: Project, prompt: str, candidate: str, budget_usd: float | None) -> OptimizeConfig:

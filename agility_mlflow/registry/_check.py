@@ -357,29 +357,21 @@ def _evaluate_and_judge(
     config: Any, version: Any, model_uri: str, prompt_uri: str, minimums: Mapping[str, float], registered: RegisteredScores
 ) -> CheckResult:
     from agility_mlflow import tracking
-    from agility_mlflow.cache import ResponseCache
-    from agility_mlflow.evaluation import create_backends, create_judge, evaluate, log_evaluation, prepare
-    from agility_mlflow.runner import Runner
+    from agility_mlflow.evaluation import EvaluationSession, prepare
 
     project = prepare(config, with_source=False)
     (configuration,) = project.configurations
-    backends = create_backends(project)
-    runner = Runner(config.run, ResponseCache(), progress=False)
-    scorer = create_judge(project, runner)  # the judge registered with the model, for its judged metrics
-    experiment_id = tracking.configure(None, config.experiment)
     # Tagged a check from the start: `agility compare` must never decide it, even if it dies half-way.
     tags = {tracking.ROLE: "check", tracking.CANDIDATE: version.name, CHECK_MODEL: model_uri, CHECK_VERSION: str(version.version)}
-    try:
-        with tracking.evaluation_run(experiment_id, f"check/{version.name}/v{version.version}", tags, prompt_uri=prompt_uri) as run_id:
-            result = evaluate(configuration, backends[configuration.name], project.dataset, project.metrics, runner, config.price_overrides())
+    # The judge is the one registered with the model, for its judged metrics.
+    with EvaluationSession(project, progress=False, open_backends=True) as session:
+        with session.run(f"check/{version.name}/v{version.version}", tags, prompt_uri=prompt_uri) as run_id:
+            result = session.evaluate(configuration)
             if registered.rows:
                 result.metrics["n_samples_changed"] = float(len(changed_samples(result.rows, registered.rows)))
-            log_evaluation(project, configuration, result, run_id, prompt_uri)
+            session.log(configuration, result, run_id, prompt_uri)
             passed, reasons = judge(result.rows, result.metrics, minimums=minimums, registered=registered)
             tracking.set_tags(run_id, {CHECK: "pass" if passed else "fail", CHECK_REASONS: "; ".join(reasons)[:5000]})
-    finally:
-        for backend in [*backends.values(), *([scorer.backend] if scorer else [])]:
-            backend.close()
     return CheckResult(passed, run_id, result.metrics, reasons)
 
 

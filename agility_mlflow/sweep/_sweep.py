@@ -14,25 +14,18 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from agility_mlflow.backends import Backend, create_backend
-from agility_mlflow.cache import ResponseCache
 from agility_mlflow.config import CandidateConfig, Config, SweepConfig, load_config
 from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.estimate import NOTHING, Estimate
 from agility_mlflow.evaluation import (
     Configuration,
     EvaluationResult,
+    EvaluationSession,
     Project,
-    aggregate,
-    create_judge,
+    combine,
     estimate_for,
-    log_evaluation,
     prepare,
-    score_samples,
-    source_run,
-    warn_same_family,
 )
-from agility_mlflow.pricing import lookup_price
 from agility_mlflow.prompts import Template, template_from_registry
 from agility_mlflow.runner import Runner
 from agility_mlflow.sweep import _report, _space, _study
@@ -66,23 +59,24 @@ class SweepResult:
 class _Plan:
     """Everything a trial needs, resolved once per worker."""
 
-    project: Project
+    session: EvaluationSession
     sweep: SweepConfig
     objective: Objective
     constraints: list[Constraint]
     candidates: dict[str, CandidateConfig]
     templates: dict[str, Template]
     source_metrics: dict[str, float] | None
-    experiment_id: str
     parent_run_id: str
     study_name: str
-    runner: Runner
     total_trials: int = 0
     budget_usd: float | None = None
     reserve_usd: float = 0.0
     """The most one trial may cost (model and judge calls): reserved in the study before it runs."""
     stopped_by_budget: bool = False
-    backends: dict[str, Backend] = field(default_factory=dict)
+
+    @property
+    def project(self) -> Project:
+        return self.session.project
 
 
 def run_sweep(
@@ -126,54 +120,49 @@ def run_sweep(
     # Recorded outputs do not change with parameters: replay candidates are compared, never searched.
     candidates = {c.name: c for c in cfg.candidates if (c.name in sweep.candidates if sweep.candidates else c.provider != "replay")}
     uri = tracking_uri or cfg.resolved_tracking_uri()
-    experiment_id = tracking.configure(uri, cfg.experiment)
-    for run_id in tracking.fail_abandoned_runs(experiment_id):
-        logger.warning("run %s was left RUNNING by a process that died: marked FAILED", run_id)
-    templates = _templates(project, sweep)
-    runner = runner or Runner(cfg.run, ResponseCache(), progress=progress)
-    judge = create_judge(project, runner)
-    warn_same_family(project)
+    with EvaluationSession(project, tracking_uri=tracking_uri, runner=runner, progress=progress) as session:
+        experiment_id = session.experiment_id
+        templates = _templates(project, sweep)
 
-    study_name = study_name or sweep.study or f"{cfg.experiment}-sweep"
-    storage_url = storage or sweep.storage or _study.default_storage(uri or _current_tracking_uri())
-    search_space = _space.grid(sweep, list(candidates), list(templates)) if sweep.sampler == "grid" else None
-    if search_space is not None:
-        total_trials = min(total_trials, _space.size(search_space))
-    study = _study.open_study(
-        study_name, storage_url, sweep, objective.directions, _constraint_values if constraints else None, search_space
-    )
-    for number in _study.fail_dead_trials(study):
-        logger.warning("trial %d was left RUNNING by a worker that died: marked FAIL", number)
-    _fail_runs_of_failed_trials(study)
+        study_name = study_name or sweep.study or f"{cfg.experiment}-sweep"
+        storage_url = storage or sweep.storage or _study.default_storage(uri or _current_tracking_uri())
+        search_space = _space.grid(sweep, list(candidates), list(templates)) if sweep.sampler == "grid" else None
+        if search_space is not None:
+            total_trials = min(total_trials, _space.size(search_space))
+        study = _study.open_study(
+            study_name, storage_url, sweep, objective.directions, _constraint_values if constraints else None, search_space
+        )
+        for number in _study.fail_dead_trials(study):
+            logger.warning("trial %d was left RUNNING by a worker that died: marked FAIL", number)
+        _fail_runs_of_failed_trials(study)
 
-    # Workers starting together would each log the source run: the first logs it, the others wait and reuse it.
-    source_run_id = _study.first_worker_first(study, _source_key(project), lambda: source_run(project, runner, experiment_id))
-    source_metrics = None
-    if any(c.uses_source for c in constraints):
-        if source_run_id is None:
-            raise InputError("sweep.constraints: a constraint refers to 'source' but the config has no source model")
-        source_metrics = dict(MlflowClient().get_run(source_run_id).data.metrics)
-    parent_run_id = _report.parent_run(experiment_id, study_name, storage_url, sweep, objective, total_trials)
-    plan = _Plan(project, sweep, objective, constraints, candidates, templates, source_metrics,
-                 experiment_id, parent_run_id, study_name, runner, total_trials, budget_usd)
-    plan.reserve_usd = _log_estimate(plan).total_usd
+        # Workers starting together would each log the source run: the first logs it, the others wait and reuse it.
+        source_run_id = _study.first_worker_first(study, _source_key(project), session.source_run)
+        source_metrics = None
+        if any(c.uses_source for c in constraints):
+            if source_run_id is None:
+                raise InputError("sweep.constraints: a constraint refers to 'source' but the config has no source model")
+            source_metrics = dict(MlflowClient().get_run(source_run_id).data.metrics)
+        parent_run_id = _report.parent_run(experiment_id, study_name, storage_url, sweep, objective, total_trials)
+        plan = _Plan(session, sweep, objective, constraints, candidates, templates, source_metrics, parent_run_id, study_name,
+                     total_trials, budget_usd)
+        plan.reserve_usd = _log_estimate(plan).total_usd
 
-    remaining = _study.trials_to_ask(study, total_trials)
+        remaining = _study.trials_to_ask(study, total_trials)
 
-    def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
-        # Saves asking for a trial that would only be refused; the claim in each trial is what makes caps exact.
-        trials = study.get_trials(deepcopy=False)
-        if sum(_study.holds_place(t) for t in trials) >= total_trials:
-            study.stop()
-        elif budget_usd is not None and _study.committed_usd(trials, plan.reserve_usd) + plan.reserve_usd > budget_usd:
-            _stop_for_budget(plan, study, _budget_message(plan, _study.committed_usd(trials, plan.reserve_usd)))
+        def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
+            # Saves asking for a trial that would only be refused; the claim in each trial is what makes caps exact.
+            trials = study.get_trials(deepcopy=False)
+            if sum(_study.holds_place(t) for t in trials) >= total_trials:
+                study.stop()
+            elif budget_usd is not None and _study.committed_usd(trials, plan.reserve_usd) + plan.reserve_usd > budget_usd:
+                _stop_for_budget(plan, study, _budget_message(plan, _study.committed_usd(trials, plan.reserve_usd)))
 
-    committed = _study.committed_usd(study.get_trials(deepcopy=False), plan.reserve_usd)
-    if budget_usd is not None and committed + plan.reserve_usd > budget_usd:
-        remaining = 0
-        _stop_for_budget(plan, None, _budget_message(plan, committed))
-    logging.getLogger("optuna.study._optimize").addFilter(_quiet_refused_claims)
-    try:
+        committed = _study.committed_usd(study.get_trials(deepcopy=False), plan.reserve_usd)
+        if budget_usd is not None and committed + plan.reserve_usd > budget_usd:
+            remaining = 0
+            _stop_for_budget(plan, None, _budget_message(plan, committed))
+        logging.getLogger("optuna.study._optimize").addFilter(_quiet_refused_claims)
         if remaining:
             study.optimize(
                 lambda trial: _run_trial(plan, study, trial),
@@ -181,11 +170,6 @@ def run_sweep(
                 callbacks=[stop_when_done],
                 catch=(AgilityError, KeyError, _study.ClaimRefused),
             )
-    finally:
-        for backend in plan.backends.values():
-            backend.close()
-        if judge is not None:
-            judge.backend.close()
     best = _report.summarize(study, objective, parent_run_id)
     n_trials = sum(not _study.refused(t) for t in study.get_trials(deepcopy=False))
     return SweepResult(study_name, storage_url, parent_run_id, n_trials, best, plan.stopped_by_budget, source_run_id)
@@ -290,15 +274,12 @@ def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequenc
     steps = plan.project.configurations[0].steps if plan.project.configurations else ()  # a pipeline's steps, as `agility run` plans them
     configuration = Configuration("trial", choice.candidate.name, choice.candidate, choice.template, steps)
     prompt_uri = tracking.register_prompt(choice.template)
-    backend = plan.backends.get(choice.candidate.name)
-    if backend is None:
-        backend = plan.backends[choice.candidate.name] = create_backend(choice.candidate, plan.project.config.run)
     tags = {tracking.ROLE: "trial", tracking.CANDIDATE: choice.candidate.name, STUDY_TAG: plan.study_name, TRIAL_TAG: str(trial.number)}
     run_name = _space.trial_name(choice, prompt_uri, _space.varying(plan.sweep), trial.number)
-    with tracking.evaluation_run(plan.experiment_id, run_name, tags, prompt_uri=prompt_uri, parent_run_id=plan.parent_run_id) as run_id:
+    with plan.session.run(run_name, tags, prompt_uri=prompt_uri, parent_run_id=plan.parent_run_id) as run_id:
         trial.set_user_attr(_study.RUN_ATTR, run_id)
-        result, pruned_at = _evaluate_in_slices(plan, configuration, backend, trial)
-        log_evaluation(plan.project, configuration, result, run_id, prompt_uri)
+        result, pruned_at = _evaluate_in_slices(plan, configuration, trial)
+        plan.session.log(configuration, result, run_id, prompt_uri)
         spent = sum(row["cost_usd"] or 0.0 for row in result.rows if not row["cached"])
         # The judge's cost counts against the budget too (all of it: a cached verdict is counted as if paid).
         spent += sum(row.get("judge_cost_usd") or 0.0 for row in result.rows)
@@ -313,24 +294,21 @@ def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequenc
     return values if plan.objective.is_multi else values[0]
 
 
-def _evaluate_in_slices(plan: _Plan, configuration: Configuration, backend: Backend, trial: optuna.Trial) -> tuple[EvaluationResult, int | None]:
+def _evaluate_in_slices(plan: _Plan, configuration: Configuration, trial: optuna.Trial) -> tuple[EvaluationResult, int | None]:
     """Evaluate slice by slice, reporting the running objective so the pruner can stop a hopeless trial."""
     rows_all = plan.project.dataset.rows
-    pricing = plan.project.config.price_overrides()
-    price = lookup_price(configuration.model.provider, configuration.model.model_id, pricing, configuration.model.mode)
     # A batch candidate's trial is one job: slices would be jobs each (under a provider's minimum, and hours apart).
     size = len(rows_all) if configuration.model.mode == "batch" else math.ceil(len(rows_all) / plan.sweep.slices)
-    outcomes, rows = [], []
+    parts: list[EvaluationResult] = []
     for step, start in enumerate(range(0, len(rows_all), size)):
-        o, r = score_samples(configuration, backend, rows_all[start : start + size], plan.project.metrics, plan.runner, price)
-        outcomes += o
-        rows += r
+        parts.append(plan.session.evaluate(configuration, rows_all[start : start + size]))
         if plan.objective.is_multi or start + size >= len(rows_all):
             continue
-        trial.report(plan.objective.values(aggregate(rows, outcomes, plan.project.metrics))[0], step)
+        so_far = combine(parts, plan.project.metrics)
+        trial.report(plan.objective.values(so_far.metrics)[0], step)
         if trial.should_prune():
-            return EvaluationResult(rows, aggregate(rows, outcomes, plan.project.metrics), outcomes, price), step
-    return EvaluationResult(rows, aggregate(rows, outcomes, plan.project.metrics), outcomes, price), None
+            return so_far, step
+    return combine(parts, plan.project.metrics), None
 
 
 def _fail_runs_of_failed_trials(study: optuna.Study) -> None:
