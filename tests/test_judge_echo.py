@@ -54,7 +54,7 @@ def test_an_echoed_example_is_an_error_not_a_zero(tracking: str, judge_url: str,
 
 
 def test_quoting_the_sample_or_the_users_criteria_is_not_an_echo() -> None:
-    from agility_mlflow.scoring._judge import echoed_prompt_text
+    from agility_mlflow.scoring._judge_model import echoed_prompt_text
 
     prompt = ('Criteria: The answer gives the figure and nothing else.\nAnswer: Revenue was $1,577 million in FY2023.\n'
               'Example JSON: {"reason": "your concise and informative reason here", "score": 0}')

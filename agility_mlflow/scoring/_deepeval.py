@@ -21,7 +21,7 @@ from agility_mlflow.scoring._judged import JudgedMetric
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput
 
 if TYPE_CHECKING:
-    from agility_mlflow.scoring._judge import Judge
+    from agility_mlflow.scoring._judge_model import Judge
 
 GEVAL_PREFIX = "geval_"
 

@@ -38,7 +38,7 @@ class Embedder:
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text; a failed call raises :class:`~agility_mlflow.scoring.JudgeReplyError` (the sample's judge error)."""
-        from agility_mlflow.scoring._judge import JudgeReplyError, current_usage
+        from agility_mlflow.scoring._judge_model import JudgeReplyError, current_usage
 
         vectors = []
         for text in texts:

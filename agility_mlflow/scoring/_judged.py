@@ -19,7 +19,7 @@ from agility_mlflow.errors import AgilityError, ProviderError
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
 
 if TYPE_CHECKING:
-    from agility_mlflow.scoring._judge import Judge
+    from agility_mlflow.scoring._judge_model import Judge
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def judge_rows(
     the metric columns and :data:`JUDGE_COLUMNS` (what judging that sample took). Each metric
     must have been built with its judge.
     """
-    from agility_mlflow.scoring._judge import JudgeUsage, current_sample, current_usage
+    from agility_mlflow.scoring._judge_model import JudgeUsage, current_sample, current_usage
 
     if not metrics:
         return

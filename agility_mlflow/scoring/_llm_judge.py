@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput
 
 if TYPE_CHECKING:
-    from agility_mlflow.scoring._judge import Judge
+    from agility_mlflow.scoring._judge_model import Judge
 
 DEFAULT_CRITERIA = (
     "correctness (does it agree with the reference answer, with no wrong facts or figures), "

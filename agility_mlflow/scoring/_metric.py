@@ -14,7 +14,7 @@ from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
 from agility_mlflow.vocabulary import lower_is_better
 
 if TYPE_CHECKING:
-    from agility_mlflow.scoring._judge import Judge
+    from agility_mlflow.scoring._judge_model import Judge
 
 ScoreFn = Callable[[str, Sequence[str], Mapping[str, Any]], "float | None"]
 

@@ -19,7 +19,7 @@ from agility_mlflow.scoring._judged import JudgedMetric
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput
 
 if TYPE_CHECKING:
-    from agility_mlflow.scoring._judge import Judge
+    from agility_mlflow.scoring._judge_model import Judge
 
 # name -> (ragas class, needs LLM, needs embeddings, ascore arguments from the sample)
 _Args = Callable[[JudgeInput], dict[str, Any]]
@@ -109,7 +109,7 @@ def _adapter_classes() -> tuple[type, type]:
     from ragas.llms.base import InstructorBaseRagasLLM
 
     class _RagasJudge(InstructorBaseRagasLLM):
-        """Ragas's LLM interface over :class:`~agility_mlflow.scoring._judge.Judge`."""
+        """Ragas's LLM interface over :class:`~agility_mlflow.scoring._judge_model.Judge`."""
 
         def __init__(self, judge: Any) -> None:
             self.judge = judge

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from agility_mlflow.scoring._judge import Judge
+    from agility_mlflow.scoring._judge_model import Judge
 
 
 @dataclass(frozen=True)
