@@ -68,6 +68,18 @@ class Template:
         return cls(name, user, system, origin, registry_uri, format)
 
     @property
+    def registry_name(self) -> str:
+        """The Prompt Registry name a new version of this prompt goes under: its loaded version's, else its own.
+
+        Example:
+            >>> Template("qa", "Q: {{q}}", registry_uri="prompts:/finance-qa@prod").registry_name, Template("qa", "Q: {{q}}").registry_name
+            ('finance-qa', 'qa')
+        """
+        if self.registry_uri is None:
+            return self.name
+        return self.registry_uri.removeprefix(REGISTRY_SCHEME).split("/")[0].split("@")[0]
+
+    @property
     def variables(self) -> frozenset[str]:
         return frozenset(self._fields(self.format))
 

@@ -32,7 +32,7 @@ from agility_mlflow.prompts import Template
 
 # The run tags other modules name as tracking.ROLE and so on: the vocabulary's, re-exported.
 from agility_mlflow.vocabulary import CANDIDATE as CANDIDATE
-from agility_mlflow.vocabulary import HOST, PID, RESULTS_ARTIFACT, RUN_ERROR, TRACE_SAMPLE_ID
+from agility_mlflow.vocabulary import HOST, ORIGIN, PID, PROJECT_RUN, RESULTS_ARTIFACT, RUN_ERROR, RUNS_UNDER, TRACE_SAMPLE_ID
 from agility_mlflow.vocabulary import PROMPT as PROMPT
 from agility_mlflow.vocabulary import ROLE as ROLE
 
@@ -138,7 +138,7 @@ def register_prompt(template: Template, tags: Mapping[str, str] | None = None) -
                 name=template.name,
                 template=content,
                 commit_message=f"agility_mlflow: from {template.origin}",
-                tags={"agility.origin": template.origin, **(tags or {})},
+                tags={ORIGIN: template.origin, **(tags or {})},
             ).uri
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS" or attempt == 2:
@@ -284,8 +284,8 @@ def parent_in_experiment(parent_run_id: str | None, experiment_id: str) -> Itera
         return
     project_run = client.get_run(parent_run_id)
     tags = {k: v for k, v in project_run.data.tags.items() if k in _PROJECT_TAGS}
-    stand_in = client.create_run(experiment_id, run_name=project_run.info.run_name, tags={**tags, "agility.project_run": parent_run_id})
-    client.set_tag(parent_run_id, "agility.runs_under", f"{stand_in.info.run_id} (experiment {experiment_id})")
+    stand_in = client.create_run(experiment_id, run_name=project_run.info.run_name, tags={**tags, PROJECT_RUN: parent_run_id})
+    client.set_tag(parent_run_id, RUNS_UNDER, f"{stand_in.info.run_id} (experiment {experiment_id})")
     logger.warning("mlflow run opened run %s in another experiment; agility's runs are under run %s in the config's experiment "
                    "(pass --experiment-name to mlflow run to keep one)", parent_run_id, stand_in.info.run_id)
     try:

@@ -28,6 +28,7 @@ from agility_mlflow.migrate._bedrock import optimize_prompt
 from agility_mlflow.migrate._metaprompt import metaprompt_messages, parse_rewrite
 from agility_mlflow.migrate._placeholders import check_placeholders, restore_placeholders
 from agility_mlflow.prompts import Template
+from agility_mlflow.vocabulary import MIGRATED_FROM, MIGRATION_ANALYSIS, MIGRATION_METHOD, TARGET_MODEL
 
 __all__ = ["DEFAULT_VIA", "METHODS", "MigrationResult", "check_placeholders", "migrate_prompt", "restore_placeholders"]
 
@@ -95,13 +96,11 @@ def _migrate(session: EvaluationSession, prompt: str, method: str, target_model:
     rewritten, repairs = restore_placeholders(rewritten, variables)
     check_placeholders(rewritten, variables, f"the {method} rewrite of '{prompt}' for {target_model}", source.format)
     # A new version of the same registry prompt, so its history reads source -> migrated.
-    registry_name = source.registry_uri.removeprefix("prompts:/").split("/")[0].split("@")[0] if source.registry_uri else source.name
-    migrated = Template.from_text(registry_name, rewritten, source.system, origin=f"{method} for {target_model}", format=source.format)
+    migrated = Template.from_text(source.registry_name, rewritten, source.system, origin=f"{method} for {target_model}", format=source.format)
 
     session.open_experiment()
     source_uri = tracking.register_prompt(source)
-    tags = {"agility.migrated_from": source_uri, "agility.migration_method": method, "agility.target_model": target_model,
-            "agility.analysis": analysis[:5000]}
+    tags = {MIGRATED_FROM: source_uri, MIGRATION_METHOD: method, TARGET_MODEL: target_model, MIGRATION_ANALYSIS: analysis[:5000]}
     uri = tracking.register_prompt(migrated, tags=tags)
     diff = "".join(difflib.unified_diff(source.user.splitlines(keepends=True), rewritten.splitlines(keepends=True),
                                         fromfile=source_uri, tofile=uri))

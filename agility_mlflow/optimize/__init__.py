@@ -8,9 +8,10 @@ Example:
 """
 
 from agility_mlflow.optimize._objective import SampleObjective, parse_sample_objective
-from agility_mlflow.optimize._optimize import OPTIMIZED_FROM, OptimizationResult, optimize_prompt
+from agility_mlflow.optimize._optimize import OptimizationResult, optimize_prompt
 from agility_mlflow.optimize._reflection import parse_proposal
 from agility_mlflow.optimize._split import Split, split_samples
+from agility_mlflow.vocabulary import OPTIMIZED_FROM
 
 __all__ = [
     "OPTIMIZED_FROM",

@@ -34,6 +34,7 @@ from agility_mlflow.runner import Request, Runner
 from agility_mlflow.vocabulary import EVALUATION as EVALUATION_TAG
 from agility_mlflow.vocabulary import OPTIMIZATION as OPTIMIZATION_TAG
 from agility_mlflow.vocabulary import OPTIMIZATION_KEY as KEY_TAG
+from agility_mlflow.vocabulary import PARENT_VERSION, TRAIN_SCORE, VALIDATION_SCORE
 from agility_mlflow.vocabulary import SPLIT as SPLIT_TAG
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class AgilityAdapter:
         template = Template.from_text(ctx.registry_name, text, ctx.configuration.template.system, origin=f"optimization {ctx.optimization_run_id}")
         tags = {OPTIMIZATION_TAG: ctx.optimization_run_id, KEY_TAG: ctx.key}
         if parent:
-            tags["agility.parent_version"] = parent
+            tags[PARENT_VERSION] = parent
         uri = tracking.register_prompt(template, tags=tags)
         self.by_text[text] = uri
         self.prompts.setdefault(uri, PromptRecord(uri, text, parent, list(repairs)))
@@ -145,10 +146,10 @@ class AgilityAdapter:
         if split == "validation":
             record.validation = mean
             record.validation_metrics = dict(result.metrics)
-            self._tag(uri, {"agility.validation_score": f"{mean:.6g}"})
+            self._tag(uri, {VALIDATION_SCORE: f"{mean:.6g}"})
         else:
             record.train.append(mean)
-            self._tag(uri, {"agility.train_score": f"{sum(record.train) / len(record.train):.6g}"})
+            self._tag(uri, {TRAIN_SCORE: f"{sum(record.train) / len(record.train):.6g}"})
         samples = {str(sample["sample_id"]): sample for sample in batch}
         return EvaluationBatch(
             outputs=[row["output"] for row in rows],

@@ -41,11 +41,10 @@ from agility_mlflow.runner import Runner
 from agility_mlflow.vocabulary import EVALUATION as EVALUATION_TAG
 from agility_mlflow.vocabulary import OPTIMIZATION as OPTIMIZATION_TAG
 from agility_mlflow.vocabulary import OPTIMIZATION_KEY as KEY_TAG
-from agility_mlflow.vocabulary import ROLE, SPLIT
+from agility_mlflow.vocabulary import OPTIMIZED_FROM, RESUMED_FROM, ROLE, SPLIT, TEST_RUN
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZED_FROM = "agility.optimized_from"
 STATE_FILE = "agility.json"
 
 
@@ -284,13 +283,13 @@ def _run(
 
     cfg = project.config
     source = configuration.template
-    registry_name = source.registry_uri.removeprefix("prompts:/").split("/")[0].split("@")[0] if source.registry_uri else source.name
+    registry_name = source.registry_name
     previous = list(state.get("optimization_runs", []))
     rows = {str(r["sample_id"]): r for r in project.dataset.rows}
     trial_project = dataclasses.replace(project, config=cfg.model_copy(update={"run": cfg.run.model_copy(update={"traces": False})}))
     tags = {tracking.ROLE: "optimization", tracking.CANDIDATE: configuration.name, KEY_TAG: key}
     if previous:
-        tags["agility.resumed_from"] = previous[-1]
+        tags[RESUMED_FROM] = previous[-1]
     seed_uri = tracking.register_prompt(dataclasses.replace(source, name=registry_name))
     name = f"optimize/{configuration.name}/{source.name}"
     stopped_by_budget = False
@@ -353,7 +352,7 @@ def _run(
         test_project, best, target, runner, best_uri, experiment_id, parent_run_id=parent_run_id,
         run_name=f"{configuration.name}/{source.name}@optimized", tags={OPTIMIZED_FROM: run_id, SPLIT: "test"},
     )
-    tracking.set_prompt_version_tags(best_uri, {"agility.test_run": test.run_id, OPTIMIZED_FROM: run_id})
+    tracking.set_prompt_version_tags(best_uri, {TEST_RUN: test.run_id, OPTIMIZED_FROM: run_id})
     tracking.log_run_data(run_id, {"test_run_id": test.run_id}, {
         "calls_total": float(budget.total_calls), "cost_usd_total": budget.usd,
         **{f"test_{k}": v for k, v in test.metrics.items() if k in cfg.metric_names},

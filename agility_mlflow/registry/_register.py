@@ -24,6 +24,7 @@ from agility_mlflow.vocabulary import (
     MAX_ERROR_RATE,
     METRICS,
     REGISTERED_FROM,
+    SERVED_INPUTS,
     VERDICT_PREFIX,
     VERDICTS_ARTIFACT,
     WINNER,
@@ -145,7 +146,7 @@ def register(
         # The judge scored the judged metrics: `agility check` must ask the same one (never its key).
         **({JUDGE: json.dumps(_judge_config(cfg))} if cfg.judge is not None else {}),
         **{VERDICT_PREFIX + k: v[:5000] for k, v in verdict.items()},
-        _served.SERVED_INPUTS: json.dumps(inputs),
+        SERVED_INPUTS: json.dumps(inputs),
     }
     description = (
         f"{run.info.run_name} ({model_config['model']['provider']}:{model_config['model']['model_id']}, {prompt_uri}) "

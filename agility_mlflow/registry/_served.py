@@ -30,7 +30,6 @@ from agility_mlflow.pipeline import PlannedStep, served_inputs
 
 PROMPT_KEYS = ("prompt_uri", "prompt_name", "template", "system", "format")
 """A step entry's prompt: its registry version and the text served."""
-SERVED_INPUTS = "agility.served_inputs"
 """Model version tag: the columns the served model expects (JSON list)."""
 
 

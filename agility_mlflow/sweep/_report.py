@@ -11,9 +11,8 @@ from optuna.trial import FrozenTrial, TrialState
 from agility_mlflow.config import SweepConfig
 from agility_mlflow.sweep import _study
 from agility_mlflow.sweep._objectives import Objective
-from agility_mlflow.vocabulary import STUDY
-
-BEST_TAG = "agility.best"
+from agility_mlflow.vocabulary import BEST as BEST_TAG
+from agility_mlflow.vocabulary import BEST_PARAMS, BEST_RUN_IDS, BEST_TRIAL, STUDY
 
 
 def parent_run(experiment_id: str, study_name: str, storage_url: str, sweep: SweepConfig, objective: Objective, n_trials: int) -> str:
@@ -120,12 +119,12 @@ def summarize(study: optuna.Study, objective: Objective, parent_run_id: str) -> 
             tracking.set_tags(run_id, {BEST_TAG: str(run_id in best_ids).lower()})
     states = [t.state for t in study.trials]
     metrics = {f"n_trials_{s.name.lower()}": float(states.count(s)) for s in TrialState}
-    tags: dict[str, str] = {"agility.best_run_ids": ",".join(sorted(best_ids)) or "none"}
+    tags: dict[str, str] = {BEST_RUN_IDS: ",".join(sorted(best_ids)) or "none"}
     if len(best) == 1:
         if not objective.is_multi:  # a front of one still has one value per objective, each logged on its run
             metrics["best_value"] = float(_value(best[0]))
-        tags["agility.best_trial"] = str(best[0].number)
-        tags["agility.best_params"] = str(best[0].params)
+        tags[BEST_TRIAL] = str(best[0].number)
+        tags[BEST_PARAMS] = str(best[0].params)
     importances = _importances(study, objective)
     metrics.update({f"param_importance.{name}": value for name, value in importances.items()})
     tracking.log_run_data(parent_run_id, {}, metrics)
