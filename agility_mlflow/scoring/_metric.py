@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from agility_mlflow.errors import InputError
 from agility_mlflow.scoring._deepeval import DEEPEVAL_METRICS, GEVAL_PREFIX, deepeval_metric
-from agility_mlflow.scoring._judged import JudgedMetric
+from agility_mlflow.scoring._judged_metric import JudgedMetric
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
 from agility_mlflow.vocabulary import lower_is_better
 

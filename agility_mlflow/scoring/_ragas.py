@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agility_mlflow.errors import InputError
-from agility_mlflow.scoring._judged import JudgedMetric
+from agility_mlflow.scoring._judged_metric import JudgedMetric
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput
 
 if TYPE_CHECKING:
