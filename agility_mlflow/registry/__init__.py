@@ -13,7 +13,23 @@ Example:
     ['Revenue was $1,577.0 million.']
 """
 
-from agility_mlflow.registry._check import CheckResult, RegisteredScores, check_model, judge, parse_columns, parse_minimums
+from agility_mlflow.registry._check import (
+    CheckResult,
+    RegisteredScores,
+    check_model,
+    hold_to_scores,
+    parse_columns,
+    parse_minimums,
+)
 from agility_mlflow.registry._register import Registration, register
 
-__all__ = ["CheckResult", "RegisteredScores", "Registration", "check_model", "judge", "parse_columns", "parse_minimums", "register"]
+__all__ = [
+    "CheckResult",
+    "RegisteredScores",
+    "Registration",
+    "check_model",
+    "hold_to_scores",
+    "parse_columns",
+    "parse_minimums",
+    "register",
+]

@@ -155,7 +155,7 @@ def changed_samples(rows: Sequence[Mapping[str, Any]], registered: Sequence[Mapp
     return changed
 
 
-def judge(
+def hold_to_scores(
     rows: Sequence[Mapping[str, Any]],
     metrics: Mapping[str, float],
     *,
@@ -172,7 +172,7 @@ def judge(
         ...     rows=[{"sample_id": "a", "error": None, "token_f1": 0.5}, {"sample_id": "b", "error": None, "token_f1": 0.5}])
         >>> rows = [{"sample_id": "a", "error": None, "token_f1": 0.5}, {"sample_id": "b", "error": None, "token_f1": 0.1},
         ...         {"sample_id": "c", "error": None, "token_f1": 0.1}]
-        >>> judge(rows, {"token_f1": 0.2333, "n_samples": 3.0, "n_errors": 0.0}, minimums={"token_f1": 0.2}, registered=registered)
+        >>> hold_to_scores(rows, {"token_f1": 0.2333, "n_samples": 3.0, "n_errors": 0.0}, minimums={"token_f1": 0.2}, registered=registered)
         (False, ['token_f1 0.2333 >= 0.2', 'samples since registration: 2 unchanged, 0 changed (references; the registered run predates input digests, so changed inputs cannot be seen), 1 new; only unchanged ones are paired with the registered run', 'token_f1 -0.267 [-0.400, 0.000] on 2 samples paired with the registered run and 1 new or changed against its mean 0.500: outside margin 0.05'])
     """
     from agility_mlflow.compare import RunRecord, compare_metric, metric_direction
@@ -322,7 +322,7 @@ def check_model(
                     Path(dataset).name, registered_renames)
     renames = {**registered_renames, **(columns or {})}
     config = _check_config(version, model_config, Path(dataset), renames, metrics, experiment or version.tags.get(EXPERIMENT), cache)
-    return _evaluate_and_judge(config, version, model_uri, model_config["prompt_uri"], minimums, registered)
+    return _evaluate_and_hold(config, version, model_uri, model_config["prompt_uri"], minimums, registered)
 
 
 def _check_config(
@@ -353,7 +353,7 @@ def _check_config(
         raise InputError(f"models:/{version.name}/{version.version}: its agility model config is invalid ({exc.errors()[0]['msg']})") from None
 
 
-def _evaluate_and_judge(
+def _evaluate_and_hold(
     config: Any, version: Any, model_uri: str, prompt_uri: str, minimums: Mapping[str, float], registered: RegisteredScores
 ) -> CheckResult:
     from agility_mlflow import tracking
@@ -370,7 +370,7 @@ def _evaluate_and_judge(
             if registered.rows:
                 result.metrics["n_samples_changed"] = float(len(changed_samples(result.rows, registered.rows)))
             session.log(configuration, result, run_id, prompt_uri)
-            passed, reasons = judge(result.rows, result.metrics, minimums=minimums, registered=registered)
+            passed, reasons = hold_to_scores(result.rows, result.metrics, minimums=minimums, registered=registered)
             tracking.set_tags(run_id, {CHECK: "pass" if passed else "fail", CHECK_REASONS: "; ".join(reasons)[:5000]})
     return CheckResult(passed, run_id, result.metrics, reasons)
 
