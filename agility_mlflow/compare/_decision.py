@@ -27,7 +27,8 @@ from agility_mlflow.compare._runs import RunRecord
 from agility_mlflow.config import DecisionConfig
 from agility_mlflow.vocabulary import DATASET_DIGEST
 
-Outcome = Literal["pass", "fail", "insufficient", "stale"]
+# What a candidate's verdict says (not to be confused with runner.Outcome, one model call's result).
+VerdictOutcome = Literal["pass", "fail", "insufficient", "stale"]
 QUALITY = "quality"
 """The ``tie_break`` key for the first primary metric."""
 
@@ -69,7 +70,7 @@ class MetricComparison:
     p_value: float | None
     sd_difference: float | None
     needed_samples: int | None
-    outcome: Outcome | None
+    outcome: VerdictOutcome | None
     min_samples: int = 0
 
     @property
@@ -136,7 +137,7 @@ class Verdict:
     """
 
     run: RunRecord
-    outcome: Outcome
+    outcome: VerdictOutcome
     reasons: tuple[str, ...]
     comparisons: tuple[MetricComparison, ...] = ()
     limits: tuple[LimitCheck, ...] = ()
@@ -251,7 +252,7 @@ def compare_metric(
     needed = None
     # The interval of the gain, in the metric's better direction.
     gain_high = high if higher_is_better else -low
-    outcome: Outcome | None
+    outcome: VerdictOutcome | None
     if gain_high < -margin:
         outcome = "fail"
     elif n < decision.min_samples:
@@ -400,7 +401,7 @@ def decide(
     )
     deciding = [c for c in comparisons if c.primary]
     if not limits_pass or any(c.outcome == "fail" for c in deciding):
-        outcome: Outcome = "fail"
+        outcome: VerdictOutcome = "fail"
     elif any(c.outcome == "insufficient" for c in deciding):
         outcome = "insufficient"
     else:
