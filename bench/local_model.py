@@ -1,5 +1,6 @@
 """Tokens per second of the ``local`` backend against llama-cpp-python called directly on the same prompts
-(target at least 0.95), and peak memory. Runs alternate so machine noise hits both alike.
+(target at least 0.95), and peak memory. Runs alternate so machine noise hits both alike. Every side's
+tokens are counted the same way: its answer's text re-tokenized by the model's own tokenizer.
 
 Run: python bench/local_model.py
 """
@@ -29,6 +30,10 @@ def main() -> None:
     backend = LocalBackend("smollm2-135m-instruct")
     llm, lock = _shared_model(backend.path)
     backend.generate([{"role": "user", "content": "warm up"}], {"max_tokens": 4})
+
+    def tokens(text: str) -> int:
+        return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     totals = {"agility local backend": [0, 0.0], "llama-cpp-python direct": [0, 0.0], "llama-cpp-python streamed": [0, 0.0]}
     for _ in range(ROUNDS):
         for prompt in PROMPTS:
@@ -38,21 +43,21 @@ def main() -> None:
             llm.reset()
             start = time.perf_counter()
             generation = backend.generate(messages, PARAMS)
-            totals["agility local backend"][0] += generation.output_tokens
             totals["agility local backend"][1] += time.perf_counter() - start
+            totals["agility local backend"][0] += tokens(generation.text)
             llm.reset()
             start = time.perf_counter()
             with lock:
-                usage = llm.create_chat_completion(messages=messages, **PARAMS)["usage"]
-            totals["llama-cpp-python direct"][0] += usage["completion_tokens"]
+                text = llm.create_chat_completion(messages=messages, **PARAMS)["choices"][0]["message"]["content"] or ""
             totals["llama-cpp-python direct"][1] += time.perf_counter() - start
+            totals["llama-cpp-python direct"][0] += tokens(text)
             llm.reset()
             start = time.perf_counter()
             with lock:  # what streaming (for time to first token) costs by itself
                 chunks = llm.create_chat_completion(messages=messages, stream=True, **PARAMS)
-                streamed = sum(1 for chunk in chunks if chunk["choices"][0]["delta"].get("content"))
-            totals["llama-cpp-python streamed"][0] += streamed
+                text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks)
             totals["llama-cpp-python streamed"][1] += time.perf_counter() - start
+            totals["llama-cpp-python streamed"][0] += tokens(text)
     rates = {name: tokens / seconds for name, (tokens, seconds) in totals.items()}
     for name, rate in rates.items():
         print(f"{name:<26} {rate:7.1f} output tokens/s (incl. prompt processing and streaming)")
