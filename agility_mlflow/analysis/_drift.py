@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -125,6 +126,12 @@ def _json_keys(text: str) -> frozenset[str] | None:
     return frozenset(value) if isinstance(value, dict) else frozenset()
 
 
+@functools.lru_cache(maxsize=4096)
+def _script(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return next((s for s in _SCRIPTS if name.startswith(s)), "LATIN")
+
+
 def detect_language(text: str) -> str | None:
     """The answer's language from its script, or for Latin script from its function words; ``None`` if unclear.
 
@@ -137,11 +144,13 @@ def detect_language(text: str) -> str | None:
     letters = [c for c in text if c.isalpha()]
     if len(letters) < 8:
         return None
-    scripts: dict[str, int] = {}
-    for char in letters:
-        name = unicodedata.name(char, "")
-        script = next((s for s in _SCRIPTS if name.startswith(s)), "LATIN")
-        scripts[script] = scripts.get(script, 0) + 1
+    scripts: dict[str, int] = {"LATIN": 0}
+    if text.isascii():  # every letter Latin: the common case, without a name lookup per letter
+        scripts["LATIN"] = len(letters)
+    else:
+        for char in letters:
+            script = _script(char)
+            scripts[script] = scripts.get(script, 0) + 1
     script, count = max(scripts.items(), key=lambda item: item[1])
     if script != "LATIN" and count >= 0.3 * len(letters):
         return script

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from dataclasses import dataclass
@@ -57,6 +58,12 @@ def numbers(text: str) -> list[Number]:
         >>> [(n.value, n.scaled) for n in numbers("Capex was (12.5) million, revenue $1.2bn, margin 38.2%")]
         [(-12.5, -12500000.0), (1.2, 1200000000.0), (38.2, 38.2)]
     """
+    return list(_numbers(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _numbers(text: str) -> tuple[Number, ...]:
+    # Analysis reads an answer's numbers several times (drift, units, profiles): parse each text once.
     found = []
     for match in _NUMBER.finditer(text):
         value = float(match["digits"].replace(",", ""))
@@ -65,4 +72,4 @@ def numbers(text: str) -> list[Number]:
         word = (match["scale"] or "").lower()
         percent = text[match.end() :].lstrip().startswith("%")
         found.append(Number(value, value * _SCALES.get(word, 1.0), word, match["currency"] or "", percent))
-    return found
+    return tuple(found)
