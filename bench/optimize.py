@@ -64,7 +64,7 @@ def score_on(config: Path, template: Any, candidate: str, sample_ids: tuple[str,
     """``template`` on ``candidate`` over ``sample_ids``: the metric's mean and the model calls it took (cache hits free)."""
     from agility_mlflow.backends import create_backend
     from agility_mlflow.cache import ResponseCache
-    from agility_mlflow.evaluation import Configuration, evaluate, prepare
+    from agility_mlflow.evaluation import PlannedRun, evaluate, prepare
     from agility_mlflow.runner import Runner
 
     project = prepare(config, with_source=False)
@@ -72,7 +72,7 @@ def score_on(config: Path, template: Any, candidate: str, sample_ids: tuple[str,
     runner = Runner(project.config.run, ResponseCache(), progress=False)
     backend = create_backend(model, project.config.run)
     try:
-        result = evaluate(Configuration("candidate", candidate, model, template), backend, project.dataset.subset(sample_ids),
+        result = evaluate(PlannedRun("candidate", candidate, model, template), backend, project.dataset.subset(sample_ids),
                           project.metrics, runner, project.config.price_overrides())
     finally:
         backend.close()

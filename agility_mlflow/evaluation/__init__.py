@@ -1,6 +1,6 @@
 """Evaluating prompts on models into MLflow runs, split by concern as MLflow's ``genai.evaluation`` is.
 
-- :mod:`._entities`: what an evaluation is made of (``Configuration``, ``Project``, ``EvaluationResult``, ``RunSummary``).
+- :mod:`._entities`: what an evaluation is made of (``PlannedRun``, ``Project``, ``EvaluationResult``, ``RunSummary``).
 - :mod:`._planning`: load and cross-check a project before any call (``prepare``), estimate its worst case.
 - :mod:`._judging`: the ``judge:`` model, built and bound into the judged metrics.
 - :mod:`._harness`: generate, score and aggregate one configuration on samples (writes nothing).
@@ -22,8 +22,8 @@ from agility_mlflow.evaluation._entities import (
     CONTEXT,
     HUMAN_SCORE,
     INPUT_DIGEST,
-    Configuration,
     EvaluationResult,
+    PlannedRun,
     Project,
     RunSummary,
 )
@@ -46,7 +46,7 @@ __all__ = [
     "CONTEXT",
     "HUMAN_SCORE",
     "INPUT_DIGEST",
-    "Configuration",
+    "PlannedRun",
     "EvaluationSession",
     "EvaluationResult",
     "Project",

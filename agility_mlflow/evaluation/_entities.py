@@ -19,7 +19,7 @@ HUMAN_SCORE = "human_score_source_llm"
 
 
 @dataclass(frozen=True)
-class Configuration:
+class PlannedRun:
     """One run's worth of work: a role, a model with its inference parameters, and a prompt."""
 
     role: str
@@ -42,7 +42,7 @@ class Project:
     dataset: GoldenDataset
     templates: dict[str, Template]
     metrics: list[Scorer]
-    configurations: list[Configuration]
+    configurations: list[PlannedRun]
     recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Replayed models' rows of their ``path:`` files by sample id, by configuration name."""
 

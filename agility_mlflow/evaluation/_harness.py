@@ -7,7 +7,7 @@ from typing import Any
 
 from agility_mlflow.backends import Backend
 from agility_mlflow.dataset import GoldenDataset, references
-from agility_mlflow.evaluation._entities import CONTEXT, Configuration, EvaluationResult
+from agility_mlflow.evaluation._entities import CONTEXT, EvaluationResult, PlannedRun
 from agility_mlflow.pipeline import run_steps, step_metrics, step_names
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.runner import Outcome, Request, Runner
@@ -36,7 +36,7 @@ OnRow = Callable[[int, Outcome, dict[str, Any]], None]
 
 
 def evaluate(
-    configuration: Configuration,
+    configuration: PlannedRun,
     backend: Backend,
     dataset: GoldenDataset,
     metrics: Sequence[Scorer],
@@ -53,7 +53,7 @@ def evaluate(
 
 
 def evaluate_samples(
-    configuration: Configuration,
+    configuration: PlannedRun,
     backend: Backend,
     samples: Sequence[dict[str, Any]],
     metrics: Sequence[Scorer],
@@ -76,7 +76,7 @@ def combine(parts: Sequence[EvaluationResult], metrics: Sequence[Scorer]) -> Eva
 
 
 def score_samples(
-    configuration: Configuration,
+    configuration: PlannedRun,
     backend: Backend,
     samples: Sequence[dict[str, Any]],
     metrics: Sequence[Scorer],
@@ -120,7 +120,7 @@ def score_samples(
     return outcomes, rows
 
 
-def input_columns(configuration: Configuration) -> list[str]:
+def input_columns(configuration: PlannedRun) -> list[str]:
     """The dataset columns a sample's answer and scores depend on, references aside: the prompts'
     variables (of every step, less those earlier steps produce, plus replayed steps' recorded outputs),
     the question and the context the judge reads."""

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agility_mlflow.backends import Generation
-from agility_mlflow.evaluation._entities import Configuration, EvaluationResult, Project
+from agility_mlflow.evaluation._entities import EvaluationResult, PlannedRun, Project
 from agility_mlflow.pricing import Price, cost_usd
 from agility_mlflow.runner import Outcome
 from agility_mlflow.vocabulary import DATASET_DIGEST, PROMPT, TRACE_CACHED, TRACE_SAMPLE_ID, score_key
@@ -14,7 +14,7 @@ from agility_mlflow.vocabulary import DATASET_DIGEST, PROMPT, TRACE_CACHED, TRAC
 
 def log_evaluation(
     project: Project,
-    configuration: Configuration,
+    configuration: PlannedRun,
     result: EvaluationResult,
     run_id: str,
     prompt_uri: str,
@@ -77,7 +77,7 @@ class SampleTraces:
         >>> traces.finish(result)  # doctest: +SKIP
     """
 
-    def __init__(self, project: Project, configuration: Configuration, prompt_uri: str, price: Price | None) -> None:
+    def __init__(self, project: Project, configuration: PlannedRun, prompt_uri: str, price: Price | None) -> None:
         from agility_mlflow import tracking
 
         tracking.prepare_traces()  # made before the calls start (see _trace_writer)

@@ -11,7 +11,7 @@ from agility_mlflow.config import Config, ModelConfig, SourceConfig, load_config
 from agility_mlflow.dataset import GROUND_TRUTH, SOURCE_ANSWER, GoldenDataset, load_dataset
 from agility_mlflow.errors import InputError, Problems
 from agility_mlflow.estimate import Estimate, estimate_evaluation
-from agility_mlflow.evaluation._entities import CONTEXT, Configuration, Project
+from agility_mlflow.evaluation._entities import CONTEXT, PlannedRun, Project
 from agility_mlflow.evaluation._judging import judge_style_guide
 from agility_mlflow.pipeline import PlannedStep
 from agility_mlflow.pricing import lookup_price
@@ -126,7 +126,7 @@ def _check_judged(config: Config, dataset: GoldenDataset, metric: Scorer) -> Non
 
 def _plan(
     config: Config, dataset: GoldenDataset, templates: dict[str, Template], only: Sequence[str] | None, with_source: bool = True
-) -> list[Configuration]:
+) -> list[PlannedRun]:
     known = [c.name for c in config.candidates]
     for name in only or []:
         if name not in known:
@@ -141,12 +141,12 @@ def _plan(
     default_prompts = [migrated.prompt] if migrated else list(templates)
     if source is not None:
         prompt = source.prompt or default_prompts[0]
-        plan.append(Configuration("source", "source", source, templates[prompt], steps))
+        plan.append(PlannedRun("source", "source", source, templates[prompt], steps))
     for candidate in config.candidates:
         if only and candidate.name not in only:
             continue
         for prompt in candidate.prompts or default_prompts:
-            plan.append(Configuration("candidate", candidate.name, candidate, templates[prompt], steps))
+            plan.append(PlannedRun("candidate", candidate.name, candidate, templates[prompt], steps))
     return plan
 
 

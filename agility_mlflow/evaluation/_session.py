@@ -20,7 +20,7 @@ from agility_mlflow.backends import Backend, create_backend
 from agility_mlflow.cache import ResponseCache
 from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.evaluation._calibration import calibrate
-from agility_mlflow.evaluation._entities import Configuration, EvaluationResult, Project, RunSummary
+from agility_mlflow.evaluation._entities import EvaluationResult, PlannedRun, Project, RunSummary
 from agility_mlflow.evaluation._harness import evaluate, evaluate_samples
 from agility_mlflow.evaluation._judging import create_judge, warn_same_family
 from agility_mlflow.evaluation._log import SampleTraces, log_evaluation
@@ -114,7 +114,7 @@ class EvaluationSession:
                 logger.warning("run %s was left RUNNING by a process that died: marked FAILED", run_id)
         return self._experiment_id
 
-    def backend(self, configuration: Configuration) -> Backend:
+    def backend(self, configuration: PlannedRun) -> Backend:
         """The backend of ``configuration``'s model, built on first use (one per configuration name)."""
         backend = self._backends.get(configuration.name)
         if backend is None:
@@ -126,7 +126,7 @@ class EvaluationSession:
         self._owned.append(backend)
         return backend
 
-    def evaluate(self, configuration: Configuration, samples: Sequence[dict[str, Any]] | None = None) -> EvaluationResult:
+    def evaluate(self, configuration: PlannedRun, samples: Sequence[dict[str, Any]] | None = None) -> EvaluationResult:
         """Generate, score and aggregate ``configuration`` on ``samples`` (default: the project's dataset); writes nothing."""
         rows = self.project.dataset.rows if samples is None else samples
         return evaluate_samples(configuration, self.backend(configuration), rows, self.project.metrics, self.runner,
@@ -141,13 +141,13 @@ class EvaluationSession:
         with tracking.evaluation_run(self.experiment_id, run_name, tags, prompt_uri=prompt_uri, parent_run_id=parent_run_id) as run_id:
             yield run_id
 
-    def log(self, configuration: Configuration, result: EvaluationResult, run_id: str, prompt_uri: str) -> None:
+    def log(self, configuration: PlannedRun, result: EvaluationResult, run_id: str, prompt_uri: str) -> None:
         """Write ``result`` (params, metrics, table, config, dataset, traces) to run ``run_id``."""
         log_evaluation(self.project, configuration, result, run_id, prompt_uri)
 
     def evaluate_into_run(
         self,
-        configuration: Configuration,
+        configuration: PlannedRun,
         prompt_uri: str,
         *,
         sample_ids: Sequence[str] | None = None,
@@ -203,7 +203,7 @@ class EvaluationSession:
         return self.evaluate_into_run(source, prompt_uri).run_id
 
 
-def _create_backend(project: Project, configuration: Configuration) -> Backend:
+def _create_backend(project: Project, configuration: PlannedRun) -> Backend:
     """``configuration``'s backend; a bad model section is an :class:`InputError` naming the source or candidate."""
     try:
         return create_backend(configuration.model, project.config.run, project.recorded.get(configuration.name))
@@ -214,7 +214,7 @@ def _create_backend(project: Project, configuration: Configuration) -> Backend:
 
 def evaluate_into_run(
     project: Project,
-    configuration: Configuration,
+    configuration: PlannedRun,
     backend: Backend,
     runner: Runner,
     prompt_uri: str,

@@ -25,7 +25,7 @@ from agility_mlflow.backends import Backend
 from agility_mlflow.config import ModelConfig
 from agility_mlflow.dataset import references
 from agility_mlflow.errors import AgilityError, BudgetExhausted
-from agility_mlflow.evaluation import Configuration, EvaluationResult, Project, evaluate, evaluate_into_run
+from agility_mlflow.evaluation import EvaluationResult, PlannedRun, Project, evaluate, evaluate_into_run
 from agility_mlflow.optimize._budget import Budget
 from agility_mlflow.optimize._objective import SampleObjective
 from agility_mlflow.optimize._reflection import parse_proposal, render_reflection, repaired
@@ -70,7 +70,7 @@ class Context:
     """What every evaluation and proposal of one optimization shares."""
 
     project: Project
-    configuration: Configuration
+    configuration: PlannedRun
     backend: Backend
     runner: Runner
     budget: Budget

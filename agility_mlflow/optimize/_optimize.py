@@ -23,8 +23,8 @@ from agility_mlflow.cache import ResponseCache, default_cache_dir
 from agility_mlflow.config import Config, ModelConfig, OptimizeConfig, ReflectionConfig
 from agility_mlflow.errors import AgilityError, BudgetExhausted, InputError
 from agility_mlflow.evaluation import (
-    Configuration,
     EvaluationSession,
+    PlannedRun,
     Project,
     evaluate_into_run,
     judge_style_guide,
@@ -99,7 +99,7 @@ def optimize_prompt(
     project = prepare(config, candidates=[candidate], tracking_uri=tracking_uri, with_source=False)
     cfg = project.config
     settings = _check(cfg, project, prompt, candidate, budget_usd)
-    configuration = Configuration("candidate", candidate, next(c for c in cfg.candidates if c.name == candidate), project.templates[prompt])
+    configuration = PlannedRun("candidate", candidate, next(c for c in cfg.candidates if c.name == candidate), project.templates[prompt])
     objective = parse_sample_objective(settings.objective, cfg.metric_names, cfg.path.name)
     split = split_samples(project.dataset.rows, settings.split, f"{cfg.path.name}: key 'optimize.split'")
     reflection_model = _reflection_model(cfg, settings)
@@ -116,7 +116,7 @@ def optimize_prompt(
 
 
 def _optimize(
-    session: EvaluationSession, configuration: Configuration, target: Backend, reflection: Backend, reflection_model: ModelConfig,
+    session: EvaluationSession, configuration: PlannedRun, target: Backend, reflection: Backend, reflection_model: ModelConfig,
     budget: Budget, objective: Any, split: Split, settings: OptimizeConfig, key: str, run_dir: Path, budget_usd: float | None,
     error_category: ErrorCategory | None, parent_run_id: str | None,
 ) -> OptimizationResult:
@@ -201,7 +201,7 @@ def _require_prices(cfg: Config, prices: Mapping[str, Any], with_judge: bool, bu
             raise InputError(f"{cfg.path.name}: --budget-usd needs the {role} model's price, which is unknown: add it under pricing:")
 
 
-def _key(cfg: Config, project: Project, configuration: Configuration, settings: OptimizeConfig, reflection: ModelConfig) -> str:
+def _key(cfg: Config, project: Project, configuration: PlannedRun, settings: OptimizeConfig, reflection: ModelConfig) -> str:
     """Names one optimization: the same config, prompt, candidate and data resume the same GEPA state."""
     material = {
         "experiment": cfg.experiment,
@@ -224,7 +224,7 @@ def _calls_per_sample(project: Project) -> int:
 
 
 def _print_estimate(
-    cfg: Config, project: Project, configuration: Configuration, settings: OptimizeConfig, split: Split, budget: Budget,
+    cfg: Config, project: Project, configuration: PlannedRun, settings: OptimizeConfig, split: Split, budget: Budget,
     prices: Mapping[str, Any], reflection: ModelConfig,
 ) -> int:
     """Log the plan (calls, USD) before the first call; return the calls held back for the final test run."""
@@ -273,7 +273,7 @@ def _finished(state: Mapping[str, Any]) -> OptimizationResult:
 
 
 def _run(
-    project: Project, configuration: Configuration, target: Backend, reflection: Backend, reflection_model: ModelConfig,
+    project: Project, configuration: PlannedRun, target: Backend, reflection: Backend, reflection_model: ModelConfig,
     runner: Runner, budget: Budget, objective: Any, split: Split, settings: OptimizeConfig, experiment_id: str, key: str,
     run_dir: Path, state: dict[str, Any], test_reserve: int, error_category: ErrorCategory | None, parent_run_id: str | None,
 ) -> OptimizationResult:
@@ -401,7 +401,7 @@ def _criteria(cfg: Config, settings: OptimizeConfig) -> str | None:
     return text
 
 
-def _params(cfg: Config, configuration: Configuration, settings: OptimizeConfig, split: Split, reflection: ModelConfig,
+def _params(cfg: Config, configuration: PlannedRun, settings: OptimizeConfig, split: Split, reflection: ModelConfig,
             seed_uri: str, budget: Budget) -> dict[str, Any]:
     return {
         "optimizer": "gepa",

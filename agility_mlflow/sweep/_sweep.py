@@ -18,9 +18,9 @@ from agility_mlflow.config import CandidateConfig, Config, SweepConfig, load_con
 from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.estimate import NOTHING, Estimate
 from agility_mlflow.evaluation import (
-    Configuration,
     EvaluationResult,
     EvaluationSession,
+    PlannedRun,
     Project,
     combine,
     estimate_for,
@@ -272,7 +272,7 @@ def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequenc
         raise _study.ClaimRefused(claim.message)
     choice = _space.suggest(trial, plan.sweep, plan.candidates, plan.templates)
     steps = plan.project.configurations[0].steps if plan.project.configurations else ()  # a pipeline's steps, as `agility run` plans them
-    configuration = Configuration("trial", choice.candidate.name, choice.candidate, choice.template, steps)
+    configuration = PlannedRun("trial", choice.candidate.name, choice.candidate, choice.template, steps)
     prompt_uri = tracking.register_prompt(choice.template)
     tags = {tracking.ROLE: "trial", tracking.CANDIDATE: choice.candidate.name, STUDY_TAG: plan.study_name, TRIAL_TAG: str(trial.number)}
     run_name = _space.trial_name(choice, prompt_uri, _space.varying(plan.sweep), trial.number)
@@ -294,7 +294,7 @@ def _run_trial(plan: _Plan, study: optuna.Study, trial: optuna.Trial) -> Sequenc
     return values if plan.objective.is_multi else values[0]
 
 
-def _evaluate_in_slices(plan: _Plan, configuration: Configuration, trial: optuna.Trial) -> tuple[EvaluationResult, int | None]:
+def _evaluate_in_slices(plan: _Plan, configuration: PlannedRun, trial: optuna.Trial) -> tuple[EvaluationResult, int | None]:
     """Evaluate slice by slice, reporting the running objective so the pruner can stop a hopeless trial."""
     rows_all = plan.project.dataset.rows
     # A batch candidate's trial is one job: slices would be jobs each (under a provider's minimum, and hours apart).
