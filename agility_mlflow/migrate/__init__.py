@@ -24,7 +24,7 @@ from agility_mlflow.backends import Backend, create_backend
 from agility_mlflow.config import Config, ModelConfig
 from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.evaluation import EvaluationSession, prepare
-from agility_mlflow.migrate._bedrock import optimize_prompt
+from agility_mlflow.migrate._bedrock import bedrock_rewrite
 from agility_mlflow.migrate._metaprompt import metaprompt_messages, parse_rewrite
 from agility_mlflow.migrate._placeholders import check_placeholders, restore_placeholders
 from agility_mlflow.prompts import Template
@@ -92,7 +92,7 @@ def _migrate(session: EvaluationSession, prompt: str, method: str, target_model:
             raise AgilityError(f"the metaprompt call failed: {outcome.error}")
         rewritten, analysis = parse_rewrite(outcome.generation.text)
     else:
-        rewritten, analysis = optimize_prompt(source.user, target_model, project.config.candidates[0].region if project.config.candidates else None)
+        rewritten, analysis = bedrock_rewrite(source.user, target_model, project.config.candidates[0].region if project.config.candidates else None)
     rewritten, repairs = restore_placeholders(rewritten, variables)
     check_placeholders(rewritten, variables, f"the {method} rewrite of '{prompt}' for {target_model}", source.format)
     # A new version of the same registry prompt, so its history reads source -> migrated.

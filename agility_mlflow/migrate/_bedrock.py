@@ -15,11 +15,11 @@ from agility_mlflow.backends.bedrock import aws_session, bedrock_errors
 from agility_mlflow.errors import AgilityError, RetryableError
 
 
-def optimize_prompt(text: str, target_model: str, region: str | None = None, attempts: int = 5) -> tuple[str, str]:
+def bedrock_rewrite(text: str, target_model: str, region: str | None = None, attempts: int = 5) -> tuple[str, str]:
     """The optimized template and Bedrock's analysis, retrying throttling with backoff.
 
     Example:
-        >>> optimize_prompt("Answer {{question}}", "us.anthropic.claude-3-5-haiku-20241022-v1:0")  # doctest: +SKIP
+        >>> bedrock_rewrite("Answer {{question}}", "us.anthropic.claude-3-5-haiku-20241022-v1:0")  # doctest: +SKIP
         ('<instructions>...</instructions> ... {{question}}', 'The prompt was restructured ...')
     """
     client = _client(region)
