@@ -76,8 +76,7 @@ def test_every_finished_run_arrives_in_pages_best_first(crowded_server: tuple[st
 def test_small_pages_and_a_top_k_stay_on_the_server(crowded_server: tuple[str, str]) -> None:
     url, experiment_id = crowded_server
     client = CountingClient(url)
-    from agility_mlflow.compare import iter_runs
-    from agility_mlflow.compare._query import finished_with_role
+    from agility_mlflow.compare import finished_with_role, iter_runs
 
     runs = list(iter_runs([experiment_id], filter_string=finished_with_role("trial"), page_size=100, client=client))
     assert len(runs) == 500 and [r["max_results"] for r in client.requests][:5] == [100] * 5

@@ -9,8 +9,7 @@ from mlflow import MlflowClient
 
 from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.evaluation import prepare, run_project
-from agility_mlflow.migrate import migrate_prompt
-from agility_mlflow.migrate._placeholders import check_placeholders, restore_placeholders
+from agility_mlflow.migrate import check_placeholders, migrate_prompt, restore_placeholders
 from tests.bedrock_server import start_bedrock_server
 from tests.fake_backend import FakeBackend
 from tests.helpers import run_cli, write_project

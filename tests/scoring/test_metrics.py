@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agility_mlflow.scoring import get_metric, mean_score, metric_names, run_metrics
-from agility_mlflow.scoring._common import numbers
+from agility_mlflow.scoring import get_metric, mean_score, metric_names, numbers, run_metrics
 
 
 def score(name: str, output: str, *references: str) -> float | None:
