@@ -12,7 +12,10 @@ the local SmolLM2 model as target and reflection model, offline):
 Prints the test score of each and the calls each spent, per seed and the median. ``--standin`` runs the
 same on an OpenAI-protocol stand-in whose right instruction is known, and checks the loop finds it.
 
-Run:  python bench/optimize.py --limit 15 --max-calls 60      (a few minutes; add --standin for seconds)
+"calls sweep" is the sweep's budget (trials x samples), an upper bound: its cache hits (the starting prompt
+was already answered by the optimization) cost no call.
+
+Run:  python bench/optimize.py --limit 20 --max-calls 40      (minutes; add --standin for seconds)
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +50,12 @@ def demo_config(directory: Path, limit: int, max_calls: int, seed: int) -> Path:
         prompt["template"] = str(DEMO / prompt["template"])
     config.update(experiment=f"bench-optimize-{seed}", tracking_uri=f"sqlite:///{directory / 'mlflow.db'}")
     config["run"] = {**config.get("run", {}), "traces": False}
+    # The local model reflects too; a template is short, so its replies are capped at 384 tokens (the default
+    # 1,024 mostly buys rambling from a 135M model, at minutes a call on a loaded 2-core machine).
     config["optimize"] = {"objective": "numeric_match", "max_calls": max_calls, "minibatch": 3, "seed": seed,
-                          "split": {"train": 0.5, "validation": 0.25, "test": 0.25, "seed": seed}}
+                          "split": {"train": 0.5, "validation": 0.25, "test": 0.25, "seed": seed},
+                          "reflection": {"provider": "local", "model_id": "smollm2-135m-instruct",
+                                         "params": {"temperature": 0.7, "max_tokens": 384}}}
     path = directory / "agility.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
@@ -106,22 +114,26 @@ def run_seed(seed: int, limit: int, max_calls: int, candidate: str) -> dict[str,
     from agility_mlflow.evaluation import prepare
     from agility_mlflow.optimize import optimize_prompt
 
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-optimize-") as scratch:
         directory = Path(scratch)
         os.environ["AGILITY_CACHE_DIR"] = str(directory / "cache")
         config = demo_config(directory, limit, max_calls, seed)
         result = optimize_prompt(config, "fin-qa", candidate, progress=False)
+        optimize_s = time.monotonic() - started
         start, _ = score_on(config, prepare(config, with_source=False).templates["fin-qa"], candidate, result.split.test, "numeric_match")
         template, sweep_calls = sweep_best(config, directory, result.split, candidate, max_calls, "numeric_match")
         swept, _ = score_on(config, template, candidate, result.split.test, "numeric_match")
     return {"seed": seed, "start": start, "optimized": result.test_metrics.get("numeric_match", 0.0), "sweep": swept,
-            "optimize_calls": sum(result.calls.values()), "sweep_calls": sweep_calls, "best": result.best_prompt_uri}
+            "optimize_calls": sum(result.calls.values()), "sweep_calls": sweep_calls, "best": result.best_prompt_uri,
+            "prompts": result.n_prompts, "discarded": result.n_discarded, "optimize_s": optimize_s,
+            "calls": dict(result.calls)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=15, help="demo samples (split 50/25/25)")
-    parser.add_argument("--max-calls", type=int, default=60)
+    parser.add_argument("--limit", type=int, default=20, help="demo samples (split 50/25/25)")
+    parser.add_argument("--max-calls", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--standin", action="store_true", help="an OpenAI-protocol stand-in with a known right instruction")
     options = parser.parse_args()
@@ -136,7 +148,9 @@ def report(results: list[dict[str, Any]], title: str) -> None:
     print(title)
     print(f"{'seed':>4}  {'start':>6}  {'optimized':>9}  {'sweep':>6}  {'calls opt':>9}  {'calls sweep':>11}  best prompt")
     for r in results:
-        print(f"{r['seed']:>4}  {r['start']:>6.3f}  {r['optimized']:>9.3f}  {r['sweep']:>6.3f}  {r['optimize_calls']:>9}  {r['sweep_calls']:>11}  {r['best']}")
+        print(f"{r['seed']:>4}  {r['start']:>6.3f}  {r['optimized']:>9.3f}  {r['sweep']:>6.3f}  {r['optimize_calls']:>9}  {r['sweep_calls']:>11}  {r['best']}"
+              + (f"  ({r['prompts']} prompts, {r['discarded']} proposals discarded, calls {r['calls']}, {r['optimize_s']:.0f} s)"
+                 if "prompts" in r else ""))
     med = {k: statistics.median(r[k] for r in results) for k in ("start", "optimized", "sweep", "optimize_calls", "sweep_calls")}
     print(f"{'med':>4}  {med['start']:>6.3f}  {med['optimized']:>9.3f}  {med['sweep']:>6.3f}  {med['optimize_calls']:>9.0f}  {med['sweep_calls']:>11.0f}")
 

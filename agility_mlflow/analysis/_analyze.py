@@ -295,7 +295,7 @@ def _runs_to_analyze(cfg: Config, experiment_id: str, run_ids: list[str], client
     from mlflow.exceptions import MlflowException
 
     from agility_mlflow import compare
-    from agility_mlflow.compare import latest_per_candidate, metric_direction
+    from agility_mlflow.compare import latest_per_candidate, metric_direction, without_optimization_trials
 
     name = cfg.path.name
     if run_ids:
@@ -312,8 +312,8 @@ def _runs_to_analyze(cfg: Config, experiment_id: str, run_ids: list[str], client
         digest = runs[0].params.get("dataset_digest")
     else:
         primary = analysis_metric(cfg)
-        runs = latest_per_candidate(compare.candidate_runs(experiment_id, roles=cfg.decision.roles, order_metric=primary,
-                                                           higher_is_better=metric_direction(primary), client=client))
+        runs = latest_per_candidate(without_optimization_trials(compare.candidate_runs(
+            experiment_id, roles=cfg.decision.roles, order_metric=primary, higher_is_better=metric_direction(primary), client=client)))
         digest = None
     source = _source_run(experiment_id, digest, client)
     if source is None:

@@ -16,7 +16,7 @@ The statistics and the rule are pure functions, reusable without MLflow:
     (-0.1186..., -0.0046...)
 """
 
-from agility_mlflow.compare._compare import DEFAULT_OUTPUT, compare, latest_per_candidate
+from agility_mlflow.compare._compare import DEFAULT_OUTPUT, compare, latest_per_candidate, without_optimization_trials
 from agility_mlflow.compare._decision import (
     LimitCheck,
     MetricComparison,
@@ -98,4 +98,5 @@ __all__ = [
     "stale_verdict",
     "to_record",
     "wilson_interval",
+    "without_optimization_trials",
 ]

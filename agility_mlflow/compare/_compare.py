@@ -99,7 +99,7 @@ def compare(
     runs = _query.candidate_runs(
         experiment_id, roles=decision.roles, order_metric=primary[0], higher_is_better=metric_direction(primary[0]), client=client
     )
-    runs = latest_per_candidate(_without_optimization_trials(runs))
+    runs = latest_per_candidate(without_optimization_trials(runs))
     if not runs:
         raise InputError(f"{cfg.path.name}: experiment '{cfg.experiment}' has no FINISHED {' or '.join(decision.roles)} runs to compare")
     # Pairing is by sample id: a run scored on another version of the golden set is listed, never decided.
@@ -188,7 +188,7 @@ def _check_decision(cfg: Config) -> tuple[list[str], list[str]]:
     return metrics, primary
 
 
-def _without_optimization_trials(runs: list[RunRecord]) -> list[RunRecord]:
+def without_optimization_trials(runs: list[RunRecord]) -> list[RunRecord]:
     """An optimization's trials scored prompts on samples the optimizer learned from: only its test run is decided."""
     kept = [run for run in runs if not (run.role == "trial" and run.optimization)]
     if len(kept) < len(runs):

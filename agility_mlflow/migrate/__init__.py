@@ -93,7 +93,7 @@ def _migrate(session: EvaluationSession, prompt: str, method: str, target_model:
         rewritten, analysis = parse_rewrite(outcome.generation.text)
     else:
         rewritten, analysis = bedrock_rewrite(source.user, target_model, project.config.candidates[0].region if project.config.candidates else None)
-    rewritten, repairs = restore_placeholders(rewritten, variables)
+    rewritten, repairs = restore_placeholders(rewritten, variables, source.format)
     check_placeholders(rewritten, variables, f"the {method} rewrite of '{prompt}' for {target_model}", source.format)
     # A new version of the same registry prompt, so its history reads source -> migrated.
     migrated = Template.from_text(source.registry_name, rewritten, source.system, origin=f"{method} for {target_model}", format=source.format)

@@ -15,29 +15,41 @@ from agility_mlflow._formats import PLACEHOLDER, Format
 from agility_mlflow.errors import AgilityError
 
 
-def restore_placeholders(text: str, variables: Iterable[str]) -> tuple[str, list[str]]:
-    """``text`` with renamed placeholders of ``variables`` written back as ``{{variable}}``.
+def restore_placeholders(text: str, variables: Iterable[str], fmt: Format = "mustache") -> tuple[str, list[str]]:
+    """``text`` with renamed placeholders of ``variables`` written back as format ``fmt`` writes them.
 
-    Recognized: ``{$QUESTION}``, ``{question}``, ``{{ Question }}``, ``${question}`` (any case).
+    Recognized: ``{$QUESTION}``, ``{question}``, ``{{ Question }}``, ``${question}`` (any case). They
+    become ``{{question}}`` (mustache), ``{question}`` (fstring) or ``{{ question }}`` (jinja2): a
+    rewriter that answers an f-string template in mustache still gives an f-string template.
 
     Example:
         >>> restore_placeholders("Q: {$QUESTION} in {Context}", ["question", "context"])
         ('Q: {{question}} in {{context}}', ['{$QUESTION} -> {{question}}', '{Context} -> {{context}}'])
+        >>> restore_placeholders("Q: {{question}} in {context}", ["question", "context"], "fstring")
+        ('Q: {question} in {context}', ['{{question}} -> {question}'])
     """
     repairs: list[str] = []
     for name in sorted(variables, key=len, reverse=True):
         pattern = re.compile(r"\{\{\s*%s\s*\}\}|\$\{%s\}|\{\$?%s\}" % ((re.escape(name),) * 3), re.IGNORECASE)
+        written = _formats.show(name, fmt)
 
-        def put_back(match: re.Match[str], name: str = name) -> str:
+        def put_back(match: re.Match[str], name: str = name, written: str = written) -> str:
             found = match.group(0)
-            valid = PLACEHOLDER.fullmatch(found)
-            if valid and valid.group(1) == name:
+            if _right(found, name, fmt):
                 return found  # already right, spacing aside
-            repairs.append(f"{found} -> {{{{{name}}}}}")
-            return "{{" + name + "}}"
+            repairs.append(f"{found} -> {written}")
+            return written
 
         text = pattern.sub(put_back, text)
     return text, repairs
+
+
+def _right(found: str, name: str, fmt: Format) -> bool:
+    """Whether ``found`` already is variable ``name`` in format ``fmt`` (spacing inside mustache or Jinja2 braces aside)."""
+    if fmt == "fstring":
+        return found == "{" + name + "}"
+    valid = PLACEHOLDER.fullmatch(found) if fmt == "mustache" else re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", found)
+    return bool(valid) and valid.group(1) == name
 
 
 def check_placeholders(text: str, variables: Iterable[str], what: str, fmt: Format = "mustache") -> None:

@@ -2,9 +2,10 @@
 
 - ``evaluate`` scores a candidate prompt on a batch of training or validation samples with
   :mod:`agility_mlflow.evaluation` (the runner's cache, retries, concurrency and prices; the judge
-  for judged metrics) and logs it as a ``trial`` child run of the optimization run.
+  for judged metrics) and logs it as a ``trial`` child run of the optimization run (tagged with its split).
 - ``make_reflective_dataset`` turns the failing samples' rows into what the reflection reads: inputs,
-  answer, reference, each metric's result, the judge's reasons and, when known, the error category.
+  answer, reference, each metric's result, the judge's reasons, the objective's other terms and the error category
+  error analysis gives it (offline: no call).
 - ``propose_new_texts`` asks the reflection model (any backend, through the runner), reads its reply
   leniently, puts renamed placeholders back, discards a proposal that still loses or invents one, and
   registers each kept proposal as a new Prompt Registry version.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from gepa.core.adapter import EvaluationBatch
 
 from agility_mlflow.backends import Backend
 from agility_mlflow.config import ModelConfig
-from agility_mlflow.dataset import references
+from agility_mlflow.dataset import SOURCE_ANSWER, references
 from agility_mlflow.errors import AgilityError, BudgetExhausted
 from agility_mlflow.evaluation import EvaluationResult, PlannedRun, Project, evaluate, evaluate_into_run
 from agility_mlflow.optimize._budget import Budget
@@ -32,6 +33,7 @@ from agility_mlflow.optimize._reflection import parse_proposal, render_reflectio
 from agility_mlflow.prompts import Template
 from agility_mlflow.runner import Request, Runner
 from agility_mlflow.vocabulary import EVALUATION as EVALUATION_TAG
+from agility_mlflow.vocabulary import ITERATION as ITERATION_TAG
 from agility_mlflow.vocabulary import OPTIMIZATION as OPTIMIZATION_TAG
 from agility_mlflow.vocabulary import OPTIMIZATION_KEY as KEY_TAG
 from agility_mlflow.vocabulary import PARENT_VERSION, TRAIN_SCORE, VALIDATION_SCORE
@@ -41,14 +43,6 @@ logger = logging.getLogger(__name__)
 
 COMPONENT = "prompt"
 """GEPA's name for the one text it evolves: the template's user message (the system message is kept)."""
-
-ErrorCategory = Callable[[Mapping[str, Any]], "str | None"]
-
-
-def _row_category(row: Mapping[str, Any]) -> str | None:
-    """The error category error analysis wrote into the row, if any (the default hook)."""
-    value = row.get("error_category")
-    return str(value) if value else None
 
 
 @dataclass
@@ -86,7 +80,9 @@ class Context:
     reflection_backend: Backend
     reflection_model: ModelConfig
     reflection_template: str
-    error_category: ErrorCategory = _row_category
+    categories: Mapping[str, str] = field(default_factory=dict)
+    """Error analysis's taxonomy (``analysis.categories``, else the built-in one): each failing sample gets one."""
+    analysis_seed: int = 0
     logged: dict[str, str] = field(default_factory=dict)
     """Evaluation key -> trial run id, for evaluations already logged (also by a killed earlier process)."""
 
@@ -113,7 +109,8 @@ class AgilityAdapter:
         if text in self.by_text:
             return self.by_text[text]
         ctx = self.context
-        template = Template.from_text(ctx.registry_name, text, ctx.configuration.template.system, origin=f"optimization {ctx.optimization_run_id}")
+        template = Template.from_text(ctx.registry_name, text, ctx.configuration.template.system, origin=f"optimization {ctx.optimization_run_id}",
+                                      format=ctx.configuration.template.format)
         tags = {OPTIMIZATION_TAG: ctx.optimization_run_id, KEY_TAG: ctx.key}
         if parent:
             tags[PARENT_VERSION] = parent
@@ -124,7 +121,8 @@ class AgilityAdapter:
 
     def template(self, text: str) -> Template:
         ctx = self.context
-        return Template.from_text(ctx.registry_name, text, ctx.configuration.template.system, origin=self.register(text, None))
+        return Template.from_text(ctx.registry_name, text, ctx.configuration.template.system, origin=self.register(text, None),
+                                  format=ctx.configuration.template.format)
 
     # -- GEPA protocol ---------------------------------------------------------------------------------
 
@@ -165,7 +163,8 @@ class AgilityAdapter:
         traces = list(zip(eval_batch.trajectories or [], eval_batch.scores))
         perfect = ctx.objective.perfect
         failing = [trace for trace, score in traces if perfect is None or score < perfect] or [trace for trace, _ in traces]
-        records = [self._example(trace["row"], trace["sample"]) for trace in failing]
+        categories = self._categories(failing)
+        records = [self._example(trace["row"], trace["sample"], categories.get(str(trace["row"]["sample_id"]))) for trace in failing]
         return {name: records for name in components_to_update}
 
     def propose_new_texts(
@@ -183,8 +182,8 @@ class AgilityAdapter:
             return {}
         proposal = parse_proposal(outcome.generation.text)
         try:
-            text, repairs = repaired(proposal, ctx.variables, f"proposal from {parent}")
-            Template.from_text(ctx.registry_name, text, origin="proposal")  # malformed braces are discarded too
+            # In the starting template's format: an f-string stays an f-string, with the same fields; malformed text is discarded too.
+            text, repairs = repaired(proposal, ctx.variables, f"proposal from {parent}", ctx.configuration.template.format)
         except AgilityError as exc:
             logger.warning("%s: discarded, never evaluated", exc)
             self.discarded.append({"parent": parent, "reason": str(exc), "proposal": proposal})
@@ -199,37 +198,62 @@ class AgilityAdapter:
     # -- helpers ---------------------------------------------------------------------------------------
 
     def _evaluate(self, text: str, uri: str, ids: Sequence[str], split: str) -> EvaluationResult:
-        """Score ``text`` on samples ``ids``.
+        """Score ``text`` on samples ``ids`` into a ``trial`` child run of the optimization run.
 
-        A validation evaluation (what ranks a prompt) is logged as a trial run, once: repeated on a
-        resume, it is scored again from the cache without a new run. A training minibatch is only
-        recorded in :attr:`minibatches` (hundreds of three-sample runs would bury the ones that matter).
+        Training minibatches (what the reflection reads) and validation evaluations (what ranks a
+        prompt) are both logged, tagged with their split; they are children of the optimization run,
+        so the experiment's top level stays one row per optimization. An evaluation already logged
+        (GEPA repeats a minibatch, or a resume replays one) is scored again from the cache without a new run.
         """
         ctx = self.context
         configuration = dataclasses.replace(ctx.configuration, role="trial", template=self.template(text))
         project = dataclasses.replace(ctx.project, dataset=ctx.project.dataset.subset(ids))
         key = hashlib.sha256(f"{text}\x00{','.join(sorted(ids))}".encode()).hexdigest()[:16]
         captured: list[EvaluationResult] = []
-        if split == "train" or key in ctx.logged:
+        run_id = ctx.logged.get(key)
+        if run_id is not None:
             result = evaluate(configuration, ctx.backend, project.dataset, project.metrics, ctx.runner, project.config.price_overrides())
         else:
             self.trials += 1
-            tags = {OPTIMIZATION_TAG: ctx.optimization_run_id, KEY_TAG: ctx.key, SPLIT_TAG: split, EVALUATION_TAG: key}
+            tags = {OPTIMIZATION_TAG: ctx.optimization_run_id, KEY_TAG: ctx.key, SPLIT_TAG: split, EVALUATION_TAG: key,
+                    ITERATION_TAG: str(self.iteration)}
             summary = evaluate_into_run(
                 project, configuration, ctx.backend, ctx.runner, uri, ctx.experiment_id, parent_run_id=ctx.optimization_run_id,
-                run_name=f"trial-{self.trials}", tags=tags, on_result=lambda result, run_id: captured.append(result),
+                run_name=f"trial-{self.trials}-{split}", tags=tags, on_result=lambda result, run_id: captured.append(result),
             )
-            ctx.logged[key] = summary.run_id
+            run_id = ctx.logged[key] = summary.run_id
             result = captured[0]
         if ctx.budget.refused:  # a judge library may have swallowed the refusal: never use a partial evaluation
             raise BudgetExhausted("the call budget ran out during an evaluation")
         if split == "train":
             self.minibatches.append({"prompt": uri, "sample_ids": list(ids), "scores": [ctx.objective.score(r) for r in result.rows],
-                                     "new_calls": int(len(result.rows) - result.metrics.get("n_cache_hits", 0))})
+                                     "new_calls": int(len(result.rows) - result.metrics.get("n_cache_hits", 0)), "run_id": run_id,
+                                     "iteration": self.iteration})
         return result
 
-    def _example(self, row: Mapping[str, Any], sample: Mapping[str, Any]) -> dict[str, Any]:
-        """One failing sample as the reflection reads it."""
+    def _categories(self, traces: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+        """Error analysis of the failing answers: sample id -> (category, reason).
+
+        Offline and free (no model call, so no budget spent): the drift signals against the source's
+        recorded answer, when the dataset has it, and a clustering of the failing answers
+        (:func:`agility_mlflow.analysis.categorize_offline`, the same as ``agility analyze`` without a judge).
+        """
+        from agility_mlflow.analysis import Failure, categorize_offline
+        from agility_mlflow.analysis._categories import CANDIDATE
+
+        ctx = self.context
+        rows = {str(t["row"]["sample_id"]): t["row"] for t in traces if t["row"].get("error") is None}
+        sources = {
+            sample_id: {"sample_id": sample_id, "output": t["sample"][SOURCE_ANSWER], "reference": t["row"].get("reference"), "error": None}
+            for t in traces if (sample_id := str(t["row"]["sample_id"])) in rows and t["sample"].get(SOURCE_ANSWER)
+        }
+        failures = [Failure(i, CANDIDATE, ctx.objective.score(row), None, "below the objective's best") for i, row in rows.items()]
+        found = categorize_offline(failures, sources, rows, ctx.categories, seed=ctx.analysis_seed) if failures else []
+        return {c.failure.sample_id: (c.category, c.reason) for c in found if c.category}
+
+    def _example(self, row: Mapping[str, Any], sample: Mapping[str, Any], category: tuple[str, str] | None = None) -> dict[str, Any]:
+        """One failing sample as the reflection reads it: inputs, answer, and feedback (reference, each metric's result,
+        the judge's reason, the objective's other terms and the error category)."""
         ctx = self.context
         inputs = {name: str(sample.get(name)) for name in ctx.variables}
         answer = row.get("output") if row.get("error") is None else f"(no answer: {row['error']})"
@@ -241,17 +265,32 @@ class AgilityAdapter:
             if name not in row:
                 continue
             value = row.get(name)
-            line = f"{name}: {'not applicable' if value is None else f'{value:g}' if isinstance(value, (int, float)) else value}"
+            line = f"{name}: {'not applicable' if value is None else _number(value) if isinstance(value, (int, float)) else value}"
             reason = row.get(f"{name}_reasoning")
             if reason:
                 line += f" (judge's reason: {reason})"
             lines.append(line)
-        category = ctx.error_category(row)
-        if category:
-            lines.append(f"Error category: {category}")
+        # Terms of a weighted objective that are no quality metric (answer length, latency, cost): the reflection
+        # must see them to make answers shorter or cheaper.
+        terms = [(column, weight) for column, weight in ctx.objective.weights.items() if ctx.objective.names[column] not in ctx.feedback]
+        for column, weight in terms:
+            value = row.get(column)
+            if isinstance(value, (int, float)):
+                lines.append(f"{column}: {_number(value)} (weight {weight:g} in the objective)")
+        if len(ctx.objective.weights) > 1:
+            lines.append(f"Objective score: {_number(ctx.objective.score(row))} (higher is better)")
+        if category is not None:
+            name, reason = category
+            description = ctx.categories.get(name, "")
+            lines.append(f"Error category: {name}" + (f" ({description.rstrip('.')})" if description else "") + f": {reason}")
         return {"Inputs": inputs, "Generated Outputs": answer or "", "Feedback": "\n".join(lines)}
 
     def _tag(self, uri: str, tags: Mapping[str, str]) -> None:
         from agility_mlflow import tracking
 
         tracking.set_prompt_version_tags(uri, tags)
+
+
+def _number(value: float) -> str:
+    """``0``, ``1``, ``0.962``, ``23``: a score or count as the reflection reads it."""
+    return f"{value:.4g}"

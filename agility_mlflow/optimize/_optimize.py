@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agility_mlflow import _formats
+from agility_mlflow.analysis import taxonomy
 from agility_mlflow.backends import Backend, create_backend
 from agility_mlflow.cache import ResponseCache, default_cache_dir
 from agility_mlflow.config import Config, ModelConfig, OptimizeConfig, ReflectionConfig
@@ -31,7 +33,7 @@ from agility_mlflow.evaluation import (
     prepare,
 )
 from agility_mlflow.optimize import _report
-from agility_mlflow.optimize._adapter import COMPONENT, AgilityAdapter, Context, ErrorCategory
+from agility_mlflow.optimize._adapter import COMPONENT, AgilityAdapter, Context
 from agility_mlflow.optimize._budget import Budget, worst_call_usd
 from agility_mlflow.optimize._objective import parse_sample_objective
 from agility_mlflow.optimize._reflection import reflection_template
@@ -75,7 +77,6 @@ def optimize_prompt(
     *,
     budget_usd: float | None = None,
     tracking_uri: str | None = None,
-    error_category: ErrorCategory | None = None,
     progress: bool | None = None,
     parent_run_id: str | None = None,
 ) -> OptimizationResult:
@@ -83,8 +84,6 @@ def optimize_prompt(
 
     Args:
         budget_usd: Never spend more (target, judge and reflection together, at worst-case prices until settled).
-        error_category: ``row -> category`` for the reflection's feedback (default: the row's ``error_category``):
-            the hook error analysis plugs into.
         parent_run_id: Nest the optimization and test runs under this run (``mlflow run`` passes ``MLFLOW_RUN_ID``).
 
     A killed optimization resumes when run again with the same config: GEPA's state is kept under
@@ -112,13 +111,13 @@ def optimize_prompt(
         target = session.backend(configuration)
         reflection = session.adopt(_reflection_backend(cfg, reflection_model))
         return _optimize(session, configuration, target, reflection, reflection_model, budget, objective, split, settings, key,
-                         run_dir, budget_usd, error_category, parent_run_id)
+                         run_dir, budget_usd, parent_run_id)
 
 
 def _optimize(
     session: EvaluationSession, configuration: PlannedRun, target: Backend, reflection: Backend, reflection_model: ModelConfig,
     budget: Budget, objective: Any, split: Split, settings: OptimizeConfig, key: str, run_dir: Path, budget_usd: float | None,
-    error_category: ErrorCategory | None, parent_run_id: str | None,
+    parent_run_id: str | None,
 ) -> OptimizationResult:
     project, runner, judge = session.project, session.runner, session.judge
     cfg = project.config
@@ -141,7 +140,7 @@ def _optimize(
     if state.get("test_run_id"):
         return _finished(state)
     return _run(project, configuration, target, reflection, reflection_model, runner, budget, objective, split, settings,
-                experiment_id, key, run_dir, state, test_reserve, error_category, parent_run_id)
+                experiment_id, key, run_dir, state, test_reserve, parent_run_id)
 
 
 def _check(cfg: Config, project: Project, prompt: str, candidate: str, budget_usd: float | None) -> OptimizeConfig:
@@ -207,7 +206,7 @@ def _key(cfg: Config, project: Project, configuration: PlannedRun, settings: Opt
         "experiment": cfg.experiment,
         "tracking": cfg.resolved_tracking_uri() or "",
         "dataset": project.dataset.digest,
-        "prompt": [configuration.template.name, configuration.template.user, configuration.template.system],
+        "prompt": [configuration.template.name, configuration.template.user, configuration.template.system, configuration.template.format],
         "candidate": configuration.model.model_dump(mode="json", exclude={"api_key"}),
         "optimize": settings.model_dump(mode="json"),
         "reflection": reflection.model_dump(mode="json", exclude={"api_key"}),
@@ -275,7 +274,7 @@ def _finished(state: Mapping[str, Any]) -> OptimizationResult:
 def _run(
     project: Project, configuration: PlannedRun, target: Backend, reflection: Backend, reflection_model: ModelConfig,
     runner: Runner, budget: Budget, objective: Any, split: Split, settings: OptimizeConfig, experiment_id: str, key: str,
-    run_dir: Path, state: dict[str, Any], test_reserve: int, error_category: ErrorCategory | None, parent_run_id: str | None,
+    run_dir: Path, state: dict[str, Any], test_reserve: int, parent_run_id: str | None,
 ) -> OptimizationResult:
     from gepa.api import optimize as gepa_optimize
 
@@ -292,20 +291,21 @@ def _run(
         tags[RESUMED_FROM] = previous[-1]
     seed_uri = tracking.register_prompt(dataclasses.replace(source, name=registry_name))
     name = f"optimize/{configuration.name}/{source.name}"
+    # Only the user message evolves: the system message keeps its own placeholders.
+    variables = tuple(sorted(_formats.fields(source.user, source.format)))
     stopped_by_budget = False
     with tracking.evaluation_run(experiment_id, name, tags, prompt_uri=seed_uri, parent_run_id=parent_run_id) as run_id:
         _write_state(run_dir, {**state, "optimization_runs": [*previous, run_id]})
         tracking.log_run_data(run_id, {**_params(cfg, configuration, settings, split, reflection_model, seed_uri, budget),
                                        "dataset_digest": project.dataset.digest}, {})
         context = Context(
-            trial_project, configuration, target, runner, budget, objective, registry_name, tuple(sorted(source.variables)),
+            trial_project, configuration, target, runner, budget, objective, registry_name, variables,
             frozenset(split.validation), frozenset(split.test), experiment_id, run_id, key,
             tuple(settings.feedback or cfg.metric_names), reflection, reflection_model,
-            reflection_template(sorted(source.variables), _criteria(cfg, settings)),
+            reflection_template(variables, _criteria(cfg, settings), source.format),
+            categories=taxonomy(cfg.analysis.categories), analysis_seed=cfg.analysis.seed,
             logged=_logged_evaluations(experiment_id, key),
         )
-        if error_category is not None:
-            context.error_category = error_category
         adapter = AgilityAdapter(context)
         adapter.register(source.user, None)
         progress = _report.Progress(run_id, adapter, budget)

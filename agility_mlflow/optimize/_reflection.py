@@ -4,8 +4,9 @@ The reflection model sees the current template, the placeholders it must keep, t
 and, for each failing training sample, its inputs, the answer, the reference, each metric's result
 and the judge's reason (rendered by GEPA's own instruction-proposal renderer). Its reply is read
 leniently: a JSON object with a ``prompt`` key, a fenced block, ``<prompt>`` tags, or bare text.
-Renamed placeholders are put back (migrate's rules); a proposal that still loses or invents one is
-discarded, never evaluated.
+Renamed placeholders are put back in the template's own format (migrate's rules: a proposal for an
+f-string template stays an f-string template); a proposal that still loses or invents one, or is not
+valid in that format, is discarded, never evaluated.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agility_mlflow import _formats
+from agility_mlflow._formats import Format
 from agility_mlflow.errors import AgilityError
 from agility_mlflow.migrate import check_placeholders, restore_placeholders
 
@@ -32,24 +35,35 @@ Here are examples the model got wrong with this template: the inputs, the model'
 Write an improved template. Read the feedback to find what the answers miss (format, units, length,
 facts, reasoning) and add clear instructions that fix it for every input, not just these.
 {criteria}Rules:
-- Keep every placeholder exactly as written, with its double braces: {placeholders}. Add no other placeholder.
+- Keep every placeholder exactly as written{syntax}: {placeholders}. Add no other placeholder.
 - Reply with the complete new template inside one ``` block, and nothing else."""
 
 _FENCE = re.compile(r"```[A-Za-z]*\n?(.*?)```", re.DOTALL)
 _TAGGED = re.compile(r"<(prompt|template|new_prompt|rewritten_prompt)>\s*(.*?)\s*</\1>", re.DOTALL)
 
 
-def reflection_template(variables: Sequence[str], criteria: str | None) -> str:
+_SYNTAX = {
+    "mustache": ", with its double braces",
+    "fstring": " (a Python format string: one pair of braces around each placeholder; write a literal brace doubled, {{ or }})",
+    "jinja2": " (a Jinja2 template: keep its {% %} blocks valid)",
+}
+
+
+def reflection_template(variables: Sequence[str], criteria: str | None, fmt: Format = "mustache") -> str:
     """GEPA's ``reflection_prompt_template`` (with its ``<curr_param>`` and ``<side_info>`` markers) for a template.
+
+    The placeholders are shown as the template's format ``fmt`` writes them, so a proposal keeps that format.
 
     Example:
         >>> text = reflection_template(["question"], "Answers cite the fiscal year.")
         >>> "{{question}}" in text and "cite the fiscal year" in text and "<side_info>" in text
         True
+        >>> "exactly as written (a Python format string" in reflection_template(["question"], None, "fstring")
+        True
     """
-    placeholders = ", ".join("{{" + v + "}}" for v in sorted(variables)) or "(none)"
+    placeholders = ", ".join(_formats.show(v, fmt) for v in sorted(variables)) or "(none)"
     block = f"Every new template must respect these criteria:\n{criteria.strip()}\n" if criteria and criteria.strip() else ""
-    return REFLECTION_PROMPT.replace("{criteria}", block).replace("{placeholders}", placeholders)
+    return REFLECTION_PROMPT.replace("{criteria}", block).replace("{syntax}", _SYNTAX[fmt]).replace("{placeholders}", placeholders)
 
 
 def render_reflection(current: str, examples: Sequence[Mapping[str, Any]], template: str) -> str:
@@ -98,19 +112,22 @@ def parse_proposal(reply: str) -> str:
     return text
 
 
-def repaired(proposal: str, variables: Sequence[str], what: str) -> tuple[str, list[str]]:
-    """``proposal`` with renamed placeholders put back; :class:`AgilityError` when one is still lost or invented.
+def repaired(proposal: str, variables: Sequence[str], what: str, fmt: Format = "mustache") -> tuple[str, list[str]]:
+    """``proposal`` with renamed placeholders put back in format ``fmt``; :class:`AgilityError` when one is still lost
+    or invented, or the text is not a valid ``fmt`` template.
 
     Example:
         >>> repaired("Q: {$QUESTION}", ["question"], "proposal")
         ('Q: {{question}}', ['{$QUESTION} -> {{question}}'])
+        >>> repaired("Q: {{question}}", ["question"], "proposal", "fstring")
+        ('Q: {question}', ['{{question}} -> {question}'])
         >>> repaired("Q: {{question}} {{year}}", ["question"], "proposal")
         Traceback (most recent call last):
         ...
         agility_mlflow.errors.AgilityError: proposal invented {{year}}: not registered
     """
-    text, repairs = restore_placeholders(proposal, variables)
-    check_placeholders(text, variables, what)
+    text, repairs = restore_placeholders(proposal, variables, fmt)
+    check_placeholders(text, variables, what, fmt)
     if not text.strip():
         raise AgilityError(f"{what} is empty: not registered")
     return text, repairs

@@ -75,14 +75,15 @@ def summarize(result: Any, adapter: AgilityAdapter, run_id: str, budget: Budget)
     metrics = {
         "best_validation_score": scores[best],
         "seed_validation_score": scores[0],
-        "n_prompts": float(len(uris)),
+        "n_prompts": float(len(set(uris))),
         "n_proposals_discarded": float(len(adapter.discarded)),
         "n_trials": float(adapter.trials),
         "calls_total": float(budget.total_calls),
         "cost_usd_total": budget.usd,
         **calls,
     }
-    return Summary(uris[best], scores[best], scores[0], len(uris), uris, metrics)
+    # GEPA may accept a proposal it already holds (another parent proposed the same text): one prompt, counted once.
+    return Summary(uris[best], scores[best], scores[0], len(set(uris)), uris, metrics)
 
 
 def lineage_markdown(result: Any, adapter: AgilityAdapter, summary: Summary) -> str:

@@ -1,14 +1,15 @@
 """agility optimize against OpenAI-protocol stand-ins on 127.0.0.1, read back from a real MLflow server.
 
 The stand-in target answers right only when its prompt carries MAGIC; the stand-in reflection model
-proposes MAGIC only when its input shows a failing sample's reference answer and metric result, so a
-found prompt proves the feedback path, not just the loop.
+proposes MAGIC only when its input shows a failing sample's reference answer, metric result and the
+error category error analysis gives it, so a found prompt proves the feedback path, not just the loop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -26,6 +27,7 @@ from tests.helpers import REPO, run_cli, write_csv
 from tests.openai_server import start_standin
 
 MAGIC = "State the figure in millions."
+BRIEF = "Give the figure alone."
 N_SAMPLES = 10
 
 
@@ -40,9 +42,14 @@ def make_answer(mode: str = "feedback"):
         text = _text(request)
         if request["model"] == "target":
             unit = int(re.search(r"revenue of unit (\d+)", text).group(1))
-            return f"{100 + unit} million" if MAGIC in text else "I am not sure."
+            if MAGIC not in text:
+                return "I am not sure."
+            return f"{100 + unit} million" + ("" if BRIEF in text else ", as the statement of the unit shows for the fiscal year in its table of revenue.")
         current = re.search(r"```\n?(.*?)```", text, re.DOTALL).group(1).strip()
-        shows_feedback = "Reference answer:" in text and "numeric_match: 0" in text
+        # Error analysis names what is wrong with "I am not sure.": no figure where the reference has one.
+        shows_feedback = "Reference answer:" in text and "numeric_match: 0" in text and "Error category: wrong_number" in text
+        if mode == "weighted" and MAGIC in current and re.search(r"output_tokens: [1-9]\d+ \(weight -", text):
+            return f"```\n{current}\n{BRIEF}\n```"  # right figures, but long answers cost the objective
         if mode == "never" or not shows_feedback:
             return f"```\n{current}\nVariant {hashlib.sha256(text.encode()).hexdigest()[:8]}.\n```"
         if mode == "rename":
@@ -125,11 +132,15 @@ def test_finds_the_instruction_from_feedback_and_test_split_is_touched_once(trac
     assert [m.value for m in sorted(history, key=lambda m: m.step)][-1] == 1.0 and len(history) >= 2
     trials = client.search_runs([optimization.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result.optimization_run_id}'")
     assert trials and {t.data.tags["agility.role"] for t in trials} == {"trial"}
-    assert {t.data.tags["agility.split"] for t in trials} == {"validation"} and len(trials) == result.n_prompts
-    seen = {json.loads(r)["sample_id"] for t in trials for r in _sample_ids(client, t.info.run_id)}
-    assert seen == set(result.split.validation)
+    by_split = {split: [t for t in trials if t.data.tags["agility.split"] == split] for split in ("train", "validation")}
+    assert sum(map(len, by_split.values())) == len(trials) and len(by_split["validation"]) == result.n_prompts
+    seen = {split: {json.loads(r)["sample_id"] for t in runs for r in _sample_ids(client, t.info.run_id)} for split, runs in by_split.items()}
+    assert seen["validation"] == set(result.split.validation) and seen["train"] and seen["train"] <= set(result.split.train)
+    # Each training minibatch the reflection read is a trial run of its own, logged once however often GEPA repeated it.
     minibatches = json.loads(Path(client.download_artifacts(result.optimization_run_id, "minibatches.json", str(tmp_path))).read_text())
     assert minibatches and {i for m in minibatches for i in m["sample_ids"]} <= set(result.split.train)
+    assert {m["run_id"] for m in minibatches} == {t.info.run_id for t in by_split["train"]}
+    assert all(t.data.metrics["n_samples"] == 3 for t in by_split["train"])  # optimize.minibatch
     artifacts = {a.path for a in client.list_artifacts(result.optimization_run_id)}
     assert {"lineage.md", "pareto_front.json", "candidates.json"} <= artifacts
     lineage = Path(client.download_artifacts(result.optimization_run_id, "lineage.md", str(tmp_path))).read_text()
@@ -145,6 +156,93 @@ def test_finds_the_instruction_from_feedback_and_test_split_is_touched_once(trac
     assert result.test_run_id in decided and not decided & {t.info.run_id for t in trials} and not comparison.stale
     assert comparison.verdict(result.test_run_id).comparisons[0].n_paired == len(result.split.test)
     assert test_run.data.params["dataset_digest"] == client.get_run(comparison.source.run_id).data.params["dataset_digest"]
+
+
+def test_weighted_objective_shortens_answers_and_the_estimate_comes_before_any_call(
+    tracking: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agility_mlflow.optimize import optimize_prompt
+
+    weights = {"numeric_match": 1.0, "output_tokens_mean": -0.002}
+    estimates: list[tuple[int, str]] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("optimize: split"):
+                estimates.append((server.calls, record.getMessage()))
+
+    caplog.set_level(logging.INFO, logger="agility_mlflow.optimize")
+    watch = Watch()
+    logging.getLogger("agility_mlflow.optimize").addHandler(watch)
+    try:
+        with start_standin(latency_s=0.0, answer=make_answer("weighted")) as server:
+            config = write_optimize_project(tmp_path, server.url, "qa-weighted", objective=weights, max_calls=40)
+            result = optimize_prompt(config, "qa-weighted", "target")
+            reflections = [_text(r) for r in server.answered if r["model"] == "reflector"]
+    finally:
+        logging.getLogger("agility_mlflow.optimize").removeHandler(watch)
+
+    # The estimate came once, before the first call: 40 calls at the worst call's price (the reflection's: 12,000
+    # characters and 16 for the message at 2 a token in, 256 tokens out, at $1 and $2 per million), 2 held for the test run.
+    ((calls_then, line),) = estimates
+    assert calls_then == 0
+    assert "up to 40 calls in all (2 held for the final test run, 1 per sample scored)" in line
+    assert f"at most ${40 * ((12000 + 16) / 2 * 1.0 + 256 * 2.0) / 1e6:.4f} at worst-case prices" in line
+
+    # Right figures first, then shorter answers: only the weighted objective's token term asks for the second step,
+    # and the reflection read it per sample.
+    client = MlflowClient()
+    best = client.get_prompt_version("qa-weighted", result.best_prompt_uri.rsplit("/", 1)[1]).template
+    assert MAGIC in best and BRIEF in best
+    assert any(re.search(r"output_tokens: 2\d \(weight -0.002 in the objective\)", t) for t in reflections)
+    assert result.test_metrics["numeric_match"] == 1.0 and result.test_metrics["output_tokens_mean"] == 2  # "10x million"
+    optimization = client.get_run(result.optimization_run_id)
+    assert json.loads(optimization.data.params["objective"]) == weights
+    # Each prompt's validation score is the weighted sum of its trial run's metrics, read back from MLflow.
+    validation = client.search_runs([optimization.info.experiment_id],
+                                    f"tags.`mlflow.parentRunId` = '{result.optimization_run_id}' and tags.`agility.split` = 'validation'")
+    assert len(validation) == result.n_prompts >= 3
+    for trial in validation:
+        uri = trial.data.tags["agility.prompt"]
+        score = float(client.get_prompt_version("qa-weighted", uri.rsplit("/", 1)[1]).tags["agility.validation_score"])
+        expected = trial.data.metrics["numeric_match"] - 0.002 * trial.data.metrics["output_tokens_mean"]
+        assert score == pytest.approx(expected)
+    assert result.best_validation_score == pytest.approx(1 - 0.002 * 2)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "template", "field"),
+    [("fstring", "Question: {question}\nAnswer briefly, no {{braces}}.", "{question}"),
+     ("jinja2", "{% if question %}Question: {{ question }}{% endif %}\nAnswer briefly.", "{{ question }}")],
+)
+def test_a_proposal_keeps_the_template_format(tracking: str, tmp_path: Path, fmt: str, template: str, field: str) -> None:
+    from agility_mlflow.optimize import optimize_prompt
+
+    def answer(request: dict[str, Any]) -> str:
+        if request["model"] == "reflector":  # writes the field in another format, as models do: the proposal must come back as fmt
+            text = make_answer()(request)
+            return text.replace(field, "{{question}}" if fmt == "fstring" else "{question}")
+        return make_answer()(request)
+
+    with start_standin(latency_s=0.0, answer=answer) as server:
+        config = write_optimize_project(tmp_path, server.url, f"qa-{fmt}", max_calls=30)
+        raw = yaml.safe_load(config.read_text())
+        raw["prompts"][0].update(template=template, format=fmt)
+        config.write_text(yaml.safe_dump(raw, sort_keys=False))
+        result = optimize_prompt(config, f"qa-{fmt}", "target")
+        targets = [_text(r) for r in server.answered if r["model"] == "target"]
+        reflections = [_text(r) for r in server.answered if r["model"] == "reflector"]
+    assert f"exactly as written ({'a Python format string' if fmt == 'fstring' else 'a Jinja2 template'}" in reflections[0]
+    assert f": {field}. Add no other placeholder." in reflections[0]
+    # Every prompt the target saw was rendered in its format: the question filled in, no field or block left over.
+    assert all(re.search(r"Question: What was the revenue of unit \d+\?", t) and "{%" not in t and "{question}" not in t
+               for t in targets)
+    assert result.test_metrics["numeric_match"] == 1.0 and result.best_prompt_uri != result.seed_prompt_uri
+    candidates = json.loads(Path(MlflowClient().download_artifacts(result.optimization_run_id, "candidates.json", str(tmp_path))).read_text())
+    best = next(c["text"] for c in candidates if c["uri"] == result.best_prompt_uri)
+    assert best.startswith(template) and MAGIC in best  # the starting template's own syntax, its field put back
+    if fmt == "fstring":
+        assert "no {braces}." in targets[-1]  # the doubled braces stayed a literal in the proposal too
 
 
 def _sample_ids(client: MlflowClient, run_id: str) -> list[str]:
