@@ -49,7 +49,7 @@ def _right(found: str, name: str, fmt: Format) -> bool:
     if fmt == "fstring":
         return found == "{" + name + "}"
     valid = PLACEHOLDER.fullmatch(found) if fmt == "mustache" else re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", found)
-    return bool(valid) and valid.group(1) == name
+    return valid is not None and valid.group(1) == name
 
 
 def check_placeholders(text: str, variables: Iterable[str], what: str, fmt: Format = "mustache") -> None:
