@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -135,12 +136,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20, help="demo samples (split 50/25/25)")
     parser.add_argument("--max-calls", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at once, each in its own process")
     parser.add_argument("--standin", action="store_true", help="an OpenAI-protocol stand-in with a known right instruction")
     options = parser.parse_args()
     if options.standin:
         standin(options)
         return
-    results = [run_seed(seed, options.limit, options.max_calls, "local-smollm") for seed in range(options.seeds)]
+    # Seeds are independent (own directory, cache and MLflow store): --jobs runs them side by side.
+    with ProcessPoolExecutor(max_workers=options.jobs) as pool:
+        results = list(pool.map(run_seed, range(options.seeds), *zip(*[(options.limit, options.max_calls, "local-smollm")] * options.seeds)))
     report(results, "numeric_match on the test split, demo project, local SmolLM2 (target and reflection)")
 
 
