@@ -239,7 +239,6 @@ class AgilityAdapter:
         (:func:`agility_mlflow.analysis.categorize_offline`, the same as ``agility analyze`` without a judge).
         """
         from agility_mlflow.analysis import Failure, categorize_offline
-        from agility_mlflow.analysis._categories import CANDIDATE
 
         ctx = self.context
         rows = {str(t["row"]["sample_id"]): t["row"] for t in traces if t["row"].get("error") is None}
@@ -247,7 +246,7 @@ class AgilityAdapter:
             sample_id: {"sample_id": sample_id, "output": t["sample"][SOURCE_ANSWER], "reference": t["row"].get("reference"), "error": None}
             for t in traces if (sample_id := str(t["row"]["sample_id"])) in rows and t["sample"].get(SOURCE_ANSWER)
         }
-        failures = [Failure(i, CANDIDATE, ctx.objective.score(row), None, "below the objective's best") for i, row in rows.items()]
+        failures = [Failure(i, "candidate", ctx.objective.score(row), None, "below the objective's best") for i, row in rows.items()]
         found = categorize_offline(failures, sources, rows, ctx.categories, seed=ctx.analysis_seed) if failures else []
         return {c.failure.sample_id: (c.category, c.reason) for c in found if c.category}
 
