@@ -3,15 +3,20 @@ against evaluating every configuration (exhaustive grid), on one problem with a 
 
 The model is an OpenAI-compatible stand-in on 127.0.0.1 whose answers are right for a share of
 samples set by the configuration (prompt, instruction, temperature, max_tokens), so the best
-configuration is known in advance. Target: ratio under 0.4 with the same winner.
+configuration is known in advance. The objective is noisy: whether a sample is answered right is drawn
+(seeded) with the configuration's probability, so a configuration's measured score scatters around its
+quality and the measured best need not be the designed one. Each of ``--seeds`` seeds (noise and search)
+runs the exhaustive grid and the search; reported: how often the search found the exhaustive grid's
+winner, and the calls ratio as median [min-max]. Target: ratio under 0.4.
 
-Run: python bench/sweep_efficiency.py
+Run: python bench/sweep_efficiency.py [--seeds 5]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import tempfile
 from pathlib import Path
@@ -32,14 +37,18 @@ def quality(text: str, temperature: float, max_tokens: int) -> float:
     return q - 0.5 * abs(temperature - 0.2)
 
 
+NOISE = {"seed": 0}
+
+
 def answer(request: dict) -> str:
     text = request["messages"][-1]["content"]
     number = int(text.split("Q")[1].split(":")[0])
-    right = ((number * 37) % N_SAMPLES) / N_SAMPLES < quality(text, request["temperature"], request["max_tokens"])
+    draw = random.Random(f"{NOISE['seed']}|{text}|{request['temperature']}|{request['max_tokens']}").random()
+    right = draw < quality(text, request["temperature"], request["max_tokens"])
     return f"A{number}" if right else "I am not sure."
 
 
-def write_project(directory: Path, base_url: str, sampler: str, pruner: str, slices: int) -> Path:
+def write_project(directory: Path, base_url: str, sampler: str, pruner: str, slices: int, seed: int) -> Path:
     rows = "\n".join(json.dumps({"sample_id": f"s{i}", "question": f"Q{i}: what is it?", "answer_ground_truth": f"A{i}"})
                      for i in range(N_SAMPLES))
     (directory / "golden.jsonl").write_text(rows, encoding="utf-8")
@@ -55,20 +64,20 @@ def write_project(directory: Path, base_url: str, sampler: str, pruner: str, sli
         "run": {"concurrency": 8, "traces": False},
         "sweep": {"instructions": ["", "Be brief."],
                   "params": {"temperature": {"low": 0.0, "high": 0.8, "step": 0.2}, "max_tokens": {"choices": [32, 64]}},
-                  "objective": "exact_match", "sampler": sampler, "pruner": pruner, "slices": slices, "seed": 3},
+                  "objective": "exact_match", "sampler": sampler, "pruner": pruner, "slices": slices, "seed": seed},
     }
     path = directory / "agility.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 
 
-def search(label: str, sampler: str, pruner: str, slices: int, n_trials: int) -> tuple[int, dict]:
+def search(label: str, sampler: str, pruner: str, slices: int, n_trials: int, seed: int) -> tuple[int, dict]:
     from agility_mlflow.sweep import run_sweep
 
     with tempfile.TemporaryDirectory() as tmp, start_standin(latency_s=0.0, answer=answer) as server:
         directory = Path(tmp)
         os.environ["AGILITY_CACHE_DIR"] = str(directory / "cache")
-        config = write_project(directory, server.url, sampler, pruner, slices)
+        config = write_project(directory, server.url, sampler, pruner, slices, seed)
         result = run_sweep(config, tracking_uri=f"sqlite:///{directory / 'mlflow.db'}", n_trials=n_trials,
                            storage=f"sqlite:///{directory / 'optuna.db'}", progress=False)
         winner = dict(result.best[0].params)
@@ -78,16 +87,29 @@ def search(label: str, sampler: str, pruner: str, slices: int, n_trials: int) ->
 
 
 def main() -> None:
+    import argparse
+    import statistics
+
     import optuna
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    options = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    exhaustive_calls, exhaustive_winner = search("exhaustive grid", "grid", "none", 1, 10_000)
-    search_calls, search_winner = search("TPE + median pruning + cache", "tpe", "median", 4, 30)
-    ratio = search_calls / exhaustive_calls
-    expected = {k: BEST[k] for k in ("prompt", "instruction", "temperature", "max_tokens")}
-    same = {k: search_winner[k] for k in expected} == {k: exhaustive_winner[k] for k in expected} == expected
-    print(f"calls ratio (search / exhaustive): {ratio:.3f}  target < 0.40  {'OK' if ratio < 0.4 else 'MISSED'}")
-    print(f"same winner as exhaustive and as designed: {same}")
+    keys = ("prompt", "instruction", "temperature", "max_tokens")
+    ratios, found, designed = [], 0, 0
+    for seed in range(options.seeds):
+        NOISE["seed"] = seed
+        exhaustive_calls, exhaustive_winner = search(f"seed {seed}: exhaustive grid", "grid", "none", 1, 10_000, seed)
+        search_calls, search_winner = search(f"seed {seed}: TPE + median pruning", "tpe", "median", 4, 30, seed)
+        ratios.append(search_calls / exhaustive_calls)
+        found += {k: search_winner[k] for k in keys} == {k: exhaustive_winner[k] for k in keys}
+        designed += {k: exhaustive_winner[k] for k in keys} == {k: BEST[k] for k in keys}
+    print(f"search found the exhaustive grid's winner in {found} of {options.seeds} seeds "
+          f"(the grid's measured winner was the designed best in {designed})")
+    median = statistics.median(ratios)
+    print(f"calls ratio (search / exhaustive): {median:.3f} [{min(ratios):.3f}-{max(ratios):.3f}]  target < 0.40  "
+          f"{'OK' if median < 0.4 else 'MISSED'}")
 
 
 if __name__ == "__main__":
