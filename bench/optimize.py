@@ -51,12 +51,12 @@ def demo_config(directory: Path, limit: int, max_calls: int, seed: int) -> Path:
         prompt["template"] = str(DEMO / prompt["template"])
     config.update(experiment=f"bench-optimize-{seed}", tracking_uri=f"sqlite:///{directory / 'mlflow.db'}")
     config["run"] = {**config.get("run", {}), "traces": False}
-    # The local model reflects too; a template is short, so its replies are capped at 384 tokens (the default
+    # The local model reflects too; a template is short, so its replies are capped at 256 tokens (the default
     # 1,024 mostly buys rambling from a 135M model, at minutes a call on a loaded 2-core machine).
     config["optimize"] = {"objective": "numeric_match", "max_calls": max_calls, "minibatch": 3, "seed": seed,
                           "split": {"train": 0.5, "validation": 0.25, "test": 0.25, "seed": seed},
                           "reflection": {"provider": "local", "model_id": "smollm2-135m-instruct",
-                                         "params": {"temperature": 0.7, "max_tokens": 384}}}
+                                         "params": {"temperature": 0.7, "max_tokens": 256}}}
     path = directory / "agility.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
