@@ -7,8 +7,8 @@
   answer, reference, each metric's result, the judge's reasons, the objective's other terms and the error category
   error analysis gives it (offline: no call).
 - ``propose_new_texts`` asks the reflection model (any backend, through the runner), reads its reply
-  leniently, puts renamed placeholders back, discards a proposal that still loses or invents one, and
-  registers each kept proposal as a new Prompt Registry version.
+  leniently, puts renamed placeholders back and dropped ones after the instruction, discards a
+  proposal that invents one, and registers each kept proposal as a new Prompt Registry version.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ and, for each failing training sample, its inputs, the answer, the reference, ea
 and the judge's reason (rendered by GEPA's own instruction-proposal renderer). Its reply is read
 leniently: a JSON object with a ``prompt`` key, a fenced block, ``<prompt>`` tags, or bare text.
 Renamed placeholders are put back in the template's own format (migrate's rules: a proposal for an
-f-string template stays an f-string template); a proposal that still loses or invents one, or is not
+f-string template stays an f-string template); a placeholder it dropped is appended as a labelled input
+line (small models rewrite the instruction and drop the inputs); a proposal that invents one, or is not
 valid in that format, is discarded, never evaluated.
 """
 
@@ -121,13 +122,35 @@ def repaired(proposal: str, variables: Sequence[str], what: str, fmt: Format = "
         ('Q: {{question}}', ['{$QUESTION} -> {{question}}'])
         >>> repaired("Q: {{question}}", ["question"], "proposal", "fstring")
         ('Q: {question}', ['{{question}} -> {question}'])
+        >>> repaired("Answer briefly.", ["question"], "proposal")
+        ('Answer briefly.\\n\\nQuestion: {{question}}', ['lost {{question}}: appended'])
         >>> repaired("Q: {{question}} {{year}}", ["question"], "proposal")
         Traceback (most recent call last):
         ...
         agility_mlflow.errors.AgilityError: proposal invented {{year}}: not registered
     """
     text, repairs = restore_placeholders(proposal, variables, fmt)
+    text, appended = _append_lost(text, variables, fmt)
     check_placeholders(text, variables, what, fmt)
+    repairs.extend(appended)
     if not text.strip():
         raise AgilityError(f"{what} is empty: not registered")
     return text, repairs
+
+
+def _append_lost(text: str, variables: Sequence[str], fmt: Format) -> tuple[str, list[str]]:
+    """``text`` with each variable it lost appended as a labelled input line, when it parses in ``fmt``.
+
+    Small reflection models often rewrite only the instruction and drop the inputs; the instruction is
+    what they were asked for, so the inputs are put back after it rather than the proposal discarded.
+    A proposal that invents a variable, or does not parse, is left for :func:`check_placeholders` to refuse.
+    """
+    try:
+        found = set(_formats.fields(text, fmt))
+    except _formats.TemplateSyntaxError:
+        return text, []
+    lost = [name for name in variables if name not in found]
+    if not lost:
+        return text, []
+    lines = [f"{name.replace('_', ' ').capitalize()}: {_formats.show(name, fmt)}" for name in lost]
+    return text.rstrip() + "\n\n" + "\n".join(lines), [f"lost {{{{{name}}}}}: appended" for name in lost]
