@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from agility_mlflow.vocabulary import (
     ANALYSIS_ARTIFACT,
     DATASET_DIGEST,
     LOWER_IS_BETTER_RUN_METRICS,
+    N_SAMPLES,
     RESULTS_ARTIFACT,
     SOURCE_RUN,
     VERDICTS_ARTIFACT,
@@ -107,8 +109,11 @@ def compare(
     stale_ids = {verdict.run.run_id for verdict in stale_verdicts}
     runs = [run for run in runs if run.run_id not in stale_ids]
 
-    # Limits need only run metrics: a run that breaks one fails without downloading its samples.
-    within = [all(check.passed for check in check_limits(source, run, decision)) for run in runs]
+    # Limits need only run metrics: a run that breaks one fails without downloading its samples. A run on
+    # fewer samples than the source is loaded first: its limits are checked on the samples it scored.
+    within = [
+        _on_fewer_samples(source, run) or all(check.passed for check in check_limits(source, run, decision)) for run in runs
+    ]
     over_limit = [run for run, ok in zip(runs, within) if not ok]
     eligible = [run for run, ok in zip(runs, within) if ok]
     to_decide, not_decided = eligible[: decision.max_runs], eligible[decision.max_runs :]
@@ -217,6 +222,10 @@ def _check_source(cfg: Config, source: RunRecord, primary: list[str]) -> None:
                 f"{cfg.path.name}: key 'decision.primary': the source run {source.run_id} has no '{name}' scores "
                 "(was it scored with other metrics?)"
             )
+
+
+def _on_fewer_samples(source: RunRecord, run: RunRecord) -> bool:
+    return run.metrics.get(N_SAMPLES, math.inf) < source.metrics.get(N_SAMPLES, -math.inf)
 
 
 def _unreadable(source: RunRecord, run: RunRecord, cfg: Config) -> Verdict:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from agility_mlflow.compare import _stats
 from agility_mlflow.compare._runs import RunRecord
 from agility_mlflow.config import DecisionConfig
-from agility_mlflow.vocabulary import DATASET_DIGEST
+from agility_mlflow.vocabulary import DATASET_DIGEST, SAMPLE_ID
 
 # What a candidate's verdict says (not to be confused with runner.Outcome, one model call's result).
 VerdictOutcome = Literal["pass", "fail", "insufficient", "stale"]
@@ -360,6 +360,32 @@ def _error_limit(candidate: RunRecord, max_rate: float) -> LimitCheck:
     return LimitCheck("errors", rate, None, passed, text)
 
 
+def on_samples_of(source: RunRecord, candidate: RunRecord) -> RunRecord:
+    """``source`` with its cost and latency metrics recomputed over the samples ``candidate`` scored.
+
+    A candidate scored on part of the golden set (an optimization's test split, a ``--limit`` run) is held
+    to the source's cost and p95 latency on those same samples, as its quality is: the source's run
+    metrics cover every sample and would compare two different sets. Unchanged when either side's rows
+    are not loaded or the candidate scored every sample the source did.
+
+    Example:
+        >>> rows = [{"sample_id": str(i), "latency_s": float(i), "cost_usd": 0.1, "error": None} for i in range(1, 11)]
+        >>> source = RunRecord("s", "source", "source", metrics={"latency_p95_s": 9.55}, rows=tuple(rows))
+        >>> candidate = RunRecord("c", "c/qa", "candidate", rows=tuple(r for r in rows if int(r["sample_id"]) <= 2))
+        >>> on_samples_of(source, candidate).metrics["latency_p95_s"]
+        1.95
+    """
+    if source.rows is None or candidate.rows is None:
+        return source
+    scored = {str(row[SAMPLE_ID]) for row in candidate.rows}
+    shared = [row for row in source.rows if str(row[SAMPLE_ID]) in scored]
+    if not shared or len(shared) == len(source.rows):
+        return source
+    from agility_mlflow.scoring import run_metrics
+
+    return replace(source, metrics={**source.metrics, **run_metrics(shared)})
+
+
 def decide(
     source: RunRecord,
     candidate: RunRecord,
@@ -384,7 +410,7 @@ def decide(
         directions: Metric name to higher-is-better; default the metric registry's.
     """
     primary = list(primary or decision.primary or metrics)
-    limits = check_limits(source, candidate, decision)
+    limits = check_limits(on_samples_of(source, candidate), candidate, decision)
     limit_reasons = tuple(c.text for c in limits if c.text)
     limits_pass = all(c.passed for c in limits)
     if candidate.rows is None:

@@ -222,3 +222,22 @@ def test_reported_only_metric_gets_numbers_but_no_verdict_label() -> None:
     markdown = build_report(comparison).markdown
     row = next(line for line in markdown.splitlines() if line.startswith("| c | +0.010"))
     assert row == f"| c | +0.010 [0.010, 0.010] n=40 pass | -1.000 [{reported.ci_low:.3f}, {reported.ci_high:.3f}] n=40 |"
+
+
+def test_a_run_on_part_of_the_golden_set_is_held_to_the_source_cost_and_latency_on_the_same_samples() -> None:
+    # The source answered 10 samples, slowly and dearly on the last 8; the candidate (a test split) the first 2.
+    source_rows = tuple(
+        {"sample_id": str(i), "exact_match": 1.0, "latency_s": 1.0 if i <= 2 else 9.0, "cost_usd": 0.001 if i <= 2 else 0.009,
+         "error": None}
+        for i in range(1, 11)
+    )
+    source = RunRecord("s", "source", "source", metrics={"n_samples": 10.0, "latency_p95_s": 9.0, "cost_usd_per_sample": 0.0074},
+                       rows=source_rows)
+    candidate_rows = tuple({**row, "latency_s": 2.0, "cost_usd": 0.002} for row in source_rows[:2])
+    candidate = RunRecord("c", "c/qa@optimized", "candidate",
+                          metrics={"n_samples": 2.0, "latency_p95_s": 2.0, "cost_usd_per_sample": 0.002}, rows=candidate_rows)
+    verdict = decide(source, candidate, metrics=["exact_match"],
+                     decision=DecisionConfig(max_latency_p95_ratio=1.5, max_cost_ratio=1.5))
+    # Over all 10 source samples the candidate would look 73% cheaper and 7 s faster and pass both limits.
+    assert {"cost +100% over limit x1.5 the source", "p95 +1.00 s over limit x1.5 the source"} <= set(verdict.reasons)
+    assert verdict.outcome == "fail"
