@@ -128,14 +128,17 @@ def repaired(proposal: str, variables: Sequence[str], what: str, fmt: Format = "
         Traceback (most recent call last):
         ...
         agility_mlflow.errors.AgilityError: proposal invented {{year}}: not registered
+        >>> repaired("  ", ["question"], "proposal")
+        Traceback (most recent call last):
+        ...
+        agility_mlflow.errors.AgilityError: proposal is empty: not registered
     """
     text, repairs = restore_placeholders(proposal, variables, fmt)
+    if not text.strip():  # before the inputs are appended: a template of inputs alone is no proposal
+        raise AgilityError(f"{what} is empty: not registered")
     text, appended = _append_lost(text, variables, fmt)
     check_placeholders(text, variables, what, fmt)
-    repairs.extend(appended)
-    if not text.strip():
-        raise AgilityError(f"{what} is empty: not registered")
-    return text, repairs
+    return text, repairs + appended
 
 
 def _append_lost(text: str, variables: Sequence[str], fmt: Format) -> tuple[str, list[str]]:
@@ -153,4 +156,4 @@ def _append_lost(text: str, variables: Sequence[str], fmt: Format) -> tuple[str,
     if not lost:
         return text, []
     lines = [f"{name.replace('_', ' ').capitalize()}: {_formats.show(name, fmt)}" for name in lost]
-    return text.rstrip() + "\n\n" + "\n".join(lines), [f"lost {{{{{name}}}}}: appended" for name in lost]
+    return text.rstrip() + "\n\n" + "\n".join(lines), [f"lost {_formats.show(name, fmt)}: appended" for name in lost]
