@@ -227,8 +227,13 @@ class _Helper:
 
     One batch at a time over a pipe: the writer thread sends it and waits for the answer, so
     :meth:`TraceWriter.flush` still means "stored". If the process cannot start or dies, the
-    thread writes in-process instead.
+    thread writes in-process instead. If it gives no answer for ``timeout_s`` (a store that never
+    lets go of a lock, say) it is killed and that batch counted as lost, so a run never hangs on
+    its traces; the batch is not written again, as the helper may have stored part of it.
     """
+
+    # A batch of 250 traces takes ~0.6 s to SQLite here; minutes of silence mean it is stuck.
+    timeout_s = 300.0
 
     def __init__(self, process: Any, connection: Any) -> None:
         self._process = process
@@ -259,6 +264,9 @@ class _Helper:
     def write(self, tracking_uri: str, experiment_id: str, run_id: str, trace_ids: list[str], spans: list[Any]) -> None:
         try:
             self._connection.send((tracking_uri, experiment_id, run_id, trace_ids, spans))
+            if not self._connection.poll(self.timeout_s):
+                self._stop()
+                raise _HelperError(f"the trace writer process gave no answer in {self.timeout_s:.0f} s and was stopped")
             error = self._connection.recv()
         except (EOFError, OSError):
             self.alive = False
@@ -267,6 +275,12 @@ class _Helper:
             return
         if error is not None:
             raise _HelperError(error)
+
+    def _stop(self) -> None:
+        self.alive = False
+        self._process.kill()
+        self._process.join(10)
+        self._connection.close()
 
 
 class _HelperError(Exception):

@@ -124,3 +124,23 @@ def test_without_its_helper_process_the_writer_writes_itself(tmp_path: Path) -> 
         writer.submit(uri, experiment_id, run_id, trace_id, span)
     assert writer.flush() == 0 and not helper.alive
     assert len(mlflow.search_traces(run_id=run_id, return_type="list")) == 3
+
+
+def test_a_helper_process_that_hangs_is_stopped_and_its_batch_counted_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id, run_id, spans = _stored_traces(uri, 3)
+    real_write = _trace_writer.write_traces
+    monkeypatch.setattr(_trace_writer, "write_traces", lambda *args: time.sleep(3600))  # what the forked helper will run
+    monkeypatch.setattr(_trace_writer._Helper, "timeout_s", 1.0)
+    writer = _trace_writer.TraceWriter(chunk=2)
+    writer.prepare(uri)
+    helper = writer._helper
+    assert helper is not None
+    monkeypatch.setattr(_trace_writer, "write_traces", real_write)  # this process writes for real once the helper is gone
+    with writer._cond:  # all three queued before the writer thread takes its first batch
+        for trace_id, span in spans:
+            writer.submit(uri, experiment_id, run_id, trace_id, span)
+    started = time.monotonic()
+    assert writer.flush() == 2  # the first batch of 2, sent to the stuck helper, is lost; the third trace is written here
+    assert time.monotonic() - started < 30 and not helper.alive and not helper._process.is_alive()
+    assert [t.info.trace_id for t in mlflow.search_traces(run_id=run_id, return_type="list")] == [spans[2][0]]
