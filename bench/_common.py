@@ -20,10 +20,17 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def write_project(directory: Path, base_url: str, n: int, concurrency: int, *, traces: bool = True, cache: bool = False) -> Path:
-    """``n`` questions whose reference is what the stand-in answers, one openai candidate, no source."""
-    rows = "\n".join(json.dumps({"sample_id": f"s{i}", "question": f"Question {i}?", "answer_ground_truth": "The answer is 42."})
-                     for i in range(n))
+def write_project(directory: Path, base_url: str, n: int, concurrency: int, *, traces: bool = True, cache: bool = False,
+                  source: bool = False) -> Path:
+    """``n`` questions whose reference is what the stand-in answers, one openai candidate.
+
+    With ``source``, each row also holds the source model's recorded answer, latency and tokens, and
+    the project replays them as its source run, as a user's project with a golden dataset does.
+    """
+    recorded = {"answer_source_llm": "The answer is 42.", "latency_source_llm": 0.9, "input_token_source_llm": 12,
+                "output_token_source_llm": 6} if source else {}
+    rows = "\n".join(json.dumps({"sample_id": f"s{i}", "question": f"Question {i}?", "answer_ground_truth": "The answer is 42.",
+                                 **recorded}) for i in range(n))
     (directory / "golden.jsonl").write_text(rows, encoding="utf-8")
     config = {
         "experiment": "bench",
@@ -34,16 +41,21 @@ def write_project(directory: Path, base_url: str, n: int, concurrency: int, *, t
         "pricing": {"standin": {"input": 0.15, "output": 0.6}},
         "run": {"concurrency": concurrency, "traces": traces, "cache": cache},
     }
+    if source:
+        config["source"] = {"provider": "replay", "model_id": "gpt-4o-mini"}
+        config["pricing"]["gpt-4o-mini"] = {"input": 0.15, "output": 0.6}
     path = directory / "agility.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 
 
-def spread(values: list[float]) -> str:
-    """``median [min-max]`` of repeated measurements, e.g. ``1.234 [1.200-1.300]``."""
+def spread(values: list[float], digits: int = 3) -> str:
+    """``median [min-max]`` of repeated measurements, e.g. ``1.234 [1.200-1.300]``; one value alone, e.g. ``1.234``."""
     import statistics
 
-    return f"{statistics.median(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
 
 
 def machine() -> str:
@@ -54,3 +66,9 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"{now} on {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, load average {load:.1f} at start"
+
+
+def table_row(what: str, figure: str, target: str, command: str) -> None:
+    """Print one row of the README's Performance table (``bench/report.py`` collects them)."""
+    cells = (what, figure, target, f"`{command}`")
+    print("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |", flush=True)

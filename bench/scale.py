@@ -10,7 +10,9 @@ Each figure is one ``agility`` process, as a user runs it, timed with its peak R
 
 Growth is each step's wall-time and memory ratio for a 10x step in N: 10 is linear.
 
-Run: python bench/scale.py [--sizes 1000,10000,100000]
+Each figure is the median of ``--repeats`` runs, with [min-max].
+
+Run: python bench/scale.py [--sizes 1000,10000,100000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 
 import yaml
 
-from bench._common import machine
+from bench._common import machine, spread, table_row
 from tests.openai_server import standin_process
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,37 +90,60 @@ def agility(*args: str, cwd: Path) -> tuple[float, float]:
     return float(wall), float(rss_kb) / 1024
 
 
-def growth(label: str, sizes: list[int], results: list[tuple[float, float]]) -> None:
-    for n, (wall, rss) in zip(sizes, results):
-        print(f"{label:<9} N={n:>7}  wall {wall:8.1f} s  ({wall / n * 1000:6.2f} ms/sample)  peak RSS {rss:7.0f} MB")
-    for (n0, (w0, m0)), (n1, (w1, m1)) in zip(zip(sizes, results), zip(sizes[1:], results[1:])):
+def medians(results: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """Per N, the median wall time and the median peak RSS of its repeats."""
+    return [(statistics.median(wall for wall, _ in runs), statistics.median(rss for _, rss in runs)) for runs in results]
+
+
+def growth(label: str, sizes: list[int], results: list[list[tuple[float, float]]]) -> str:
+    """Print each N's repeats and each 10x step's growth; returns the table's figure."""
+    for n, runs in zip(sizes, results):
+        walls, rss = [wall for wall, _ in runs], [mb for _, mb in runs]
+        print(f"{label:<9} N={n:>7}  wall {spread(walls, 1)} s  ({statistics.median(walls) / n * 1000:6.2f} ms/sample)  "
+              f"peak RSS {spread(rss, 0)} MB")
+    steps = []
+    middle = medians(results)
+    for (n0, (w0, m0)), (n1, (w1, m1)) in zip(zip(sizes, middle), zip(sizes[1:], middle[1:])):
         # The marginal cost per added sample: flat or falling means linear growth past the fixed startup cost.
-        print(f"{label:<9} N {n0} -> {n1} (x{n1 / n0:.0f}): wall x{w1 / w0:.2f}, peak RSS x{m1 / m0:.2f}; "
-              f"each added sample {(w1 - w0) / (n1 - n0) * 1000:.2f} ms and {(m1 - m0) / (n1 - n0) * 1024:.1f} KB")
+        step = (f"N {n0} -> {n1} (x{n1 / n0:.0f}): wall x{w1 / w0:.2f}, peak RSS x{m1 / m0:.2f}; "
+                f"each added sample {(w1 - w0) / (n1 - n0) * 1000:.2f} ms and {(m1 - m0) / (n1 - n0) * 1024:.1f} KB")
+        print(f"{label:<9} {step}")
+        steps.append(step)
+    walls = ", ".join(f"{wall:.1f}" for wall, _ in middle)
+    rss = ", ".join(f"{mb:.0f}" for _, mb in middle)
+    return f"{walls} s; peak RSS {rss} MB (medians); " + "; ".join(steps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--repeats", type=int, default=3)
     options = parser.parse_args()
     sizes = [int(s) for s in options.sizes.split(",")]
-    print(machine())
+    repeats = range(options.repeats)
+    print(f"{machine()}; median [min-max] of {options.repeats} repeats")
+    sizes_text = ", ".join(f"{n // 1000}k" if n >= 1000 else str(n) for n in sizes)
     with tempfile.TemporaryDirectory() as tmp:
-        replay = []
-        for n in sizes:
-            directory = Path(tmp) / f"replay-{n}"
-            replay.append(agility("run", str(write_replay_project(directory, n, traces=False)), cwd=directory))
-        growth("replay", sizes, replay)
-        largest = Path(tmp) / f"replay-{sizes[-1]}"
-        wall, rss = agility("compare", "agility.yaml", "--output", str(largest / "report"), cwd=largest)
+        replay = [[agility("run", str(write_replay_project(Path(tmp) / f"replay-{n}-{r}", n, traces=False)), cwd=Path(tmp) / f"replay-{n}-{r}")
+                   for r in repeats] for n in sizes]
+        figure = growth("replay", sizes, replay)
+        table_row(f"replay runs (source + replayed candidate, traces off) at N = {sizes_text}", figure, "linear", "python bench/scale.py")
+        largest = Path(tmp) / f"replay-{sizes[-1]}-0"
+        compares = [agility("compare", "agility.yaml", "--output", str(largest / f"report-{r}"), cwd=largest) for r in repeats]
+        wall, rss = statistics.median(w for w, _ in compares), max(m for _, m in compares)
         ok = wall <= COMPARE_TARGET_S and rss <= COMPARE_TARGET_MB
-        print(f"compare of two {sizes[-1]}-sample runs: {wall:.1f} s, peak RSS {rss:.0f} MB "
+        figure = f"{spread([w for w, _ in compares], 1)} s, peak RSS {spread([m for _, m in compares], 0)} MB"
+        print(f"compare of two {sizes[-1]}-sample runs: {figure} "
               f"(target <= {COMPARE_TARGET_S:.0f} s and {COMPARE_TARGET_MB:.0f} MB: {'OK' if ok else 'MISSED'})")
+        table_row(f"`agility compare` of two {sizes[-1] // 1000}k-sample runs", figure,
+                  f"<= {COMPARE_TARGET_S:.0f} s and {COMPARE_TARGET_MB / 1024:.0f} GB: {'met' if ok else 'missed'}", "python bench/scale.py")
         standin_sizes = [n for n in sizes if n <= 10_000]
         with standin_process(latency_s=0.0) as server:
-            standin = [agility("run", str(write_standin_project(Path(tmp) / f"standin-{n}", n, server.url)), cwd=Path(tmp) / f"standin-{n}")
-                       for n in standin_sizes]
-        growth("stand-in", standin_sizes, standin)
+            standin = [[agility("run", str(write_standin_project(Path(tmp) / f"standin-{n}-{r}", n, server.url)), cwd=Path(tmp) / f"standin-{n}-{r}")
+                        for r in repeats] for n in standin_sizes]
+        figure = growth("stand-in", standin_sizes, standin)
+        table_row(f"stand-in runs (OpenAI SDK to a 0 ms stand-in, concurrency 16, one trace per sample) at N = "
+                  f"{', '.join(f'{n // 1000}k' for n in standin_sizes)}", figure, "linear", "python bench/scale.py")
 
 
 if __name__ == "__main__":
