@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,36 @@ def test_each_outcome_is_handed_over_while_the_other_calls_still_run() -> None:
     outcomes = _runner(concurrency=2, cache=False).run(FakeBackend(reply), {}, _requests(4), on_outcome=on_outcome)
     assert outcomes[1].generation.text == "s0 seen before me: True"
     assert sorted(seen) == [(i, f"s{i}") for i in range(4)]
+
+
+def test_only_a_few_requests_per_worker_wait_as_futures() -> None:
+    # Submitting every request at once held a future (a condition, its lock and deque) per sample
+    # until the run ended: memory and GC work that grew with the run.
+    alive: list[int] = []
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        if messages[-1]["content"] == "s0":
+            time.sleep(0.3)  # time enough to queue them all, were they queued at once
+            alive.append(sum(isinstance(o, Future) for o in gc.get_objects()))
+        return _echo(messages)
+
+    outcomes = _runner(concurrency=2, cache=False).run(FakeBackend(reply), {}, _requests(500))
+    assert [o.error for o in outcomes] == [None] * 500
+    assert alive and alive[0] <= 4 * 2 + 4
+
+
+def test_calls_leave_no_cyclic_garbage() -> None:
+    # A retry policy built per call left two objects only the cyclic GC frees behind every call.
+    runner = _runner(concurrency=2, cache=False)
+    runner.run(_backend(), {}, _requests(10))
+    gc.collect()
+    gc.disable()
+    try:
+        runner.run(_backend(), {}, _requests(300))
+        garbage = gc.collect()
+    finally:
+        gc.enable()
+    assert garbage < 100
 
 
 def test_transient_errors_are_retried_then_succeed() -> None:

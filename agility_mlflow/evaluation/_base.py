@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from agility_mlflow._gc import long_lived_frozen
 from agility_mlflow.config import Config, load_config
 from agility_mlflow.errors import AgilityError, InputError
 from agility_mlflow.estimate import NOTHING
@@ -78,7 +79,9 @@ def _run_all(session: EvaluationSession, parent_run_id: str | None, budget_usd: 
 
     summaries: list[RunSummary] = []
     spent = 0.0
-    with tracking.parent_in_experiment(parent_run_id, experiment_id) as parent:
+    # MLflow is imported and the dataset read by now: both outlive the runs, so the GC's full collections need not
+    # rescan them. Measured on the 100k-sample replay benchmark: GC time in the runs 3.2 s -> 2.4 s (10k: 0.75 -> 0.55 s).
+    with long_lived_frozen(), tracking.parent_in_experiment(parent_run_id, experiment_id) as parent:
         for configuration, estimate in zip(project.configurations, estimates):
             if budget_usd is not None and spent + estimate.total_usd > budget_usd:
                 left = [c.run_name for c in project.configurations[len(summaries):]]
