@@ -5,7 +5,8 @@ tracer, then per trace a ``log_spans`` and a ``start_trace`` transaction (the se
 with the first and taking the store's slow merge path). A sample trace is one finished span whose
 every field is known when it is logged, so it is built directly as an MLflow span entity, queued,
 and written by one thread with ``log_spans`` many traces per transaction (one OTLP request
-through a server), then linked to its run ``MAX_TRACE_LINKS_PER_REQUEST`` at a time.
+through a server), then linked to its run ``MAX_TRACE_LINKS_PER_REQUEST`` at a time; the judge's
+feedback on a trace goes with it, written right after.
 
 Written to a database directly (``sqlite:``, ``postgresql:``...), the store's work is MLflow's ORM
 in this process: ~2.5 ms of CPU a trace, holding the GIL the model calls' threads need. So after
@@ -45,6 +46,17 @@ logger = logging.getLogger(__name__)
 _CHUNK = 250
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """A judge's feedback on one sample's trace: shown with its rationale (or the judge's error) in the UI."""
+
+    name: str
+    value: float | None
+    rationale: str | None
+    error: str | None
+    judge: str
+
+
 @dataclass
 class _Pending:
     tracking_uri: str
@@ -52,6 +64,7 @@ class _Pending:
     run_id: str
     trace_id: str
     span: Any
+    judgements: Sequence[Judgement] = ()
 
 
 @dataclass(frozen=True)
@@ -146,9 +159,10 @@ class TraceWriter:
         self._failures = _Failures()
         self._helper: _Helper | None = None
 
-    def submit(self, tracking_uri: str, experiment_id: str, run_id: str, trace_id: str, span: Any) -> None:
+    def submit(self, tracking_uri: str, experiment_id: str, run_id: str, trace_id: str, span: Any,
+               judgements: Sequence[Judgement] = ()) -> None:
         with self._cond:
-            self._queue.append(_Pending(tracking_uri, experiment_id, run_id, trace_id, span))
+            self._queue.append(_Pending(tracking_uri, experiment_id, run_id, trace_id, span, judgements))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._drain, name="agility-trace-writer", daemon=True)
                 self._thread.start()
@@ -194,28 +208,37 @@ class TraceWriter:
             groups.setdefault((pending.tracking_uri, pending.experiment_id, pending.run_id), []).append(pending)
         for (tracking_uri, experiment_id, run_id), items in groups.items():
             trace_ids, spans = [item.trace_id for item in items], [item.span for item in items]
+            judgements = [(item.trace_id, judgement) for item in items for judgement in item.judgements]
             helper = self._helper if _is_database(tracking_uri) else None
             try:
                 if helper is not None and helper.alive:
-                    helper.write(tracking_uri, experiment_id, run_id, trace_ids, spans)
+                    helper.write(tracking_uri, experiment_id, run_id, trace_ids, spans, judgements)
                 else:
-                    write_traces(tracking_uri, experiment_id, run_id, trace_ids, spans)
+                    write_traces(tracking_uri, experiment_id, run_id, trace_ids, spans, judgements)
             except Exception as exc:  # noqa: BLE001 - a lost trace must not sink the run: counted and reported
                 self._failures.add(len(items), exc)
             else:
                 logger.debug("wrote %d sample traces of run %s", len(items), run_id)
 
 
-def write_traces(tracking_uri: str, experiment_id: str, run_id: str, trace_ids: list[str], spans: list[Any]) -> None:
-    """Store ``spans`` (one trace each) in one ``log_spans`` call and link their traces to ``run_id``."""
+def write_traces(tracking_uri: str, experiment_id: str, run_id: str, trace_ids: list[str], spans: list[Any],
+                 judgements: Sequence[tuple[str, Judgement]] = ()) -> None:
+    """Store ``spans`` (one trace each) in one ``log_spans`` call, link their traces to ``run_id``, then
+    log each ``(trace_id, judgement)`` as an LLM-judge feedback on its trace."""
     from mlflow import MlflowClient
+    from mlflow.entities import AssessmentError, AssessmentSource, Feedback
     from mlflow.store.tracking import MAX_TRACE_LINKS_PER_REQUEST
     from mlflow.tracing.client import TracingClient
 
-    TracingClient(tracking_uri).log_spans(experiment_id, spans)
+    tracing = TracingClient(tracking_uri)
+    tracing.log_spans(experiment_id, spans)
     client = MlflowClient(tracking_uri)
     for start in range(0, len(trace_ids), MAX_TRACE_LINKS_PER_REQUEST):
         client.link_traces_to_run(trace_ids[start : start + MAX_TRACE_LINKS_PER_REQUEST], run_id)
+    for trace_id, judgement in judgements:
+        failure = AssessmentError(error_code="JUDGE_ERROR", error_message=judgement.error[:1000]) if judgement.error else None
+        tracing.log_assessment(trace_id, Feedback(name=judgement.name, value=judgement.value, rationale=judgement.rationale or None,
+                                                  source=AssessmentSource(source_type="LLM_JUDGE", source_id=judgement.judge), error=failure))
 
 
 def _is_database(tracking_uri: str) -> bool:
@@ -261,9 +284,10 @@ class _Helper:
             return None
         return cls(process, ours)
 
-    def write(self, tracking_uri: str, experiment_id: str, run_id: str, trace_ids: list[str], spans: list[Any]) -> None:
+    def write(self, tracking_uri: str, experiment_id: str, run_id: str, trace_ids: list[str], spans: list[Any],
+              judgements: Sequence[tuple[str, Judgement]] = ()) -> None:
         try:
-            self._connection.send((tracking_uri, experiment_id, run_id, trace_ids, spans))
+            self._connection.send((tracking_uri, experiment_id, run_id, trace_ids, spans, judgements))
             if not self._connection.poll(self.timeout_s):
                 self._stop()
                 raise _HelperError(f"the trace writer process gave no answer in {self.timeout_s:.0f} s and was stopped")
@@ -271,7 +295,7 @@ class _Helper:
         except (EOFError, OSError):
             self.alive = False
             logger.debug("trace writer process gone: writing traces in-process")
-            write_traces(tracking_uri, experiment_id, run_id, trace_ids, spans)
+            write_traces(tracking_uri, experiment_id, run_id, trace_ids, spans, judgements)
             return
         if error is not None:
             raise _HelperError(error)
@@ -320,9 +344,9 @@ def _serve(connection: Any, parent_end: Any) -> None:
 _writer = TraceWriter()
 
 
-def submit(tracking_uri: str, experiment_id: str, run_id: str, trace_id: str, span: Any) -> None:
-    """Queue one sample span for the process's writer."""
-    _writer.submit(tracking_uri, experiment_id, run_id, trace_id, span)
+def submit(tracking_uri: str, experiment_id: str, run_id: str, trace_id: str, span: Any, judgements: Sequence[Judgement] = ()) -> None:
+    """Queue one sample span, and the judge's feedback on it, for the process's writer."""
+    _writer.submit(tracking_uri, experiment_id, run_id, trace_id, span, judgements)
 
 
 def flush() -> int:

@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from agility_mlflow._process import process_alive
+from agility_mlflow._trace_writer import Judgement as Judgement  # re-exported: log_sample_trace takes them
 from agility_mlflow._trace_writer import SampleCall as SampleCall  # re-exported: log_sample_trace takes one
 from agility_mlflow.config import redact, sqlite_path
 from agility_mlflow.prompts import Template
@@ -406,19 +407,6 @@ def log_human_assessments(run_id: str, scores: Mapping[str, tuple[float, str]], 
     return logged
 
 
-def log_judge_assessments(assessments: Sequence[tuple[str, str, float | None, str | None, str | None]], judge: str) -> None:
-    """LLM-judge feedback ``(trace_id, metric, value, reasoning, error)`` on sample traces, sourced to ``judge``.
-
-    The MLflow UI then shows each judged score with its reason (or the judge's error) on the trace.
-    """
-    from mlflow.entities import AssessmentError, AssessmentSource
-
-    source = AssessmentSource(source_type="LLM_JUDGE", source_id=judge)
-    for trace_id, name, value, reasoning, error in assessments:
-        failure = AssessmentError(error_code="JUDGE_ERROR", error_message=error[:1000]) if error else None
-        mlflow.log_feedback(trace_id=trace_id, name=name, value=value, rationale=reasoning or None, source=source, error=failure)
-
-
 def log_text(run_id: str, text: str, artifact_file: str) -> None:
     """A text artifact (a diff, an analysis)."""
     MlflowClient().log_text(run_id, text, artifact_file)
@@ -459,8 +447,9 @@ def flush_traces() -> None:
     _trace_writer.flush()
 
 
-def log_sample_trace(call: SampleCall) -> str:
-    """One trace for one sample, timed as the call was, with token usage and cost for MLflow's views.
+def log_sample_trace(call: SampleCall, judgements: Sequence[Judgement] = ()) -> str:
+    """One trace for one sample, timed as the call was, with token usage and cost for MLflow's views,
+    and ``judgements``, the judge's feedback on it.
 
     Must be called while the sample's run is active, so the trace is linked to it. Returns the
     trace id at once: the trace is written in bulk in the background (:func:`flush_traces` waits),
@@ -472,7 +461,7 @@ def log_sample_trace(call: SampleCall) -> str:
     if run is None:
         raise RuntimeError("log_sample_trace needs an active run")
     trace_id, span = _trace_writer.sample_span(call)
-    _trace_writer.submit(mlflow.get_tracking_uri(), run.info.experiment_id, run.info.run_id, trace_id, span)
+    _trace_writer.submit(mlflow.get_tracking_uri(), run.info.experiment_id, run.info.run_id, trace_id, span, judgements)
     return trace_id
 
 

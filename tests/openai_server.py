@@ -228,15 +228,19 @@ class StandinProcess:
 
 
 @contextmanager
-def standin_process(latency_s: float = 0.1, throttle_fraction: float = 0.0) -> Iterator[StandinProcess]:
-    """Run ``python -m tests.openai_server`` on a free port of 127.0.0.1 until the block ends."""
+def standin_process(latency_s: float = 0.1, throttle_fraction: float = 0.0, verdict: str | None = None) -> Iterator[StandinProcess]:
+    """Run ``python -m tests.openai_server`` on a free port of 127.0.0.1 until the block ends.
+
+    ``verdict``: the reply to a judge's request (one that asks for JSON), e.g. ``{"reasoning": "Right.", "score": 8}``.
+    """
     import subprocess
     import urllib.request
     from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.openai_server", "--latency-s", str(latency_s), "--throttle-fraction", str(throttle_fraction)],
+        [sys.executable, "-m", "tests.openai_server", "--latency-s", str(latency_s), "--throttle-fraction", str(throttle_fraction),
+         *(["--verdict", verdict] if verdict else [])],
         stdout=subprocess.PIPE, text=True, cwd=repo,
     )
     try:
@@ -254,7 +258,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-s", type=float, default=0.1)
     parser.add_argument("--throttle-fraction", type=float, default=0.0)
+    parser.add_argument("--verdict", default=None, help="the reply to a judge's request (one asking for JSON)")
     options = parser.parse_args()
-    standin = StandinServer(options.latency_s, options.throttle_fraction, lambda request: "The answer is 42.")
+
+    def answer(request: dict[str, Any]) -> str:
+        if options.verdict and any("JSON" in message["content"] for message in request["messages"]):
+            return str(options.verdict)
+        return "The answer is 42."
+
+    standin = StandinServer(options.latency_s, options.throttle_fraction, answer)
     print(standin.url, flush=True)
     standin.serve_forever()

@@ -144,3 +144,20 @@ def test_a_helper_process_that_hangs_is_stopped_and_its_batch_counted_lost(tmp_p
     assert writer.flush() == 2  # the first batch of 2, sent to the stuck helper, is lost; the third trace is written here
     assert time.monotonic() - started < 30 and not helper.alive and not helper._process.is_alive()
     assert [t.info.trace_id for t in mlflow.search_traces(run_id=run_id, return_type="list")] == [spans[2][0]]
+
+
+def test_the_judges_feedback_goes_with_its_trace_through_the_helper_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id, run_id, spans = _stored_traces(uri, 2)
+    writer = _trace_writer.TraceWriter()
+    writer.prepare(uri)
+    assert writer._helper is not None
+    monkeypatch.setattr(_trace_writer, "write_traces", lambda *args: pytest.fail("written in the calls' process"))
+    writer.submit(uri, experiment_id, run_id, *spans[0], [_trace_writer.Judgement("llm_judge", 8.0, "Right figure.", None, "openai:gpt-4o")])
+    writer.submit(uri, experiment_id, run_id, *spans[1], [_trace_writer.Judgement("llm_judge", None, None, "no usable reply", "openai:gpt-4o")])
+    assert writer.flush() == 0
+    feedback = {t.info.trace_id: a for t in mlflow.search_traces(run_id=run_id, return_type="list") for a in t.info.assessments}
+    first, second = feedback[spans[0][0]], feedback[spans[1][0]]
+    assert (first.name, first.value, first.rationale, first.source.source_type, first.source.source_id) == (
+        "llm_judge", 8.0, "Right figure.", "LLM_JUDGE", "openai:gpt-4o")
+    assert second.value is None and second.error.error_message == "no usable reply"

@@ -11,7 +11,7 @@ from agility_mlflow.evaluation._entities import CONTEXT, EvaluationResult, Plann
 from agility_mlflow.pipeline import run_steps, step_metrics, step_names
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.runner import Outcome, Request, Runner
-from agility_mlflow.scoring import JudgeInput, Scorer, judge_metrics, judge_rows, mean_score, run_metrics
+from agility_mlflow.scoring import JudgeInput, RowJudge, Scorer, judge_metrics, judge_rows, mean_score, run_metrics
 from agility_mlflow.vocabulary import (
     CACHE_WRITE_TOKENS,
     CACHED,
@@ -87,10 +87,10 @@ def score_samples(
 ) -> tuple[list[Outcome], list[dict[str, Any]]]:
     """The runner's outcomes for ``samples`` and one scored ``eval_results`` row per sample.
 
-    String metrics score each answer directly; judged metrics then ask their judge, sample by
-    sample in parallel, and add their reasoning, error and the judge's usage to the rows.
-    ``on_row(index, outcome, row)`` is called once per sample with its complete row: while the
-    other calls still run when every metric is a string metric of a one-step prompt, else at the end.
+    String metrics score each answer directly; judged metrics ask their judge as each answer
+    arrives, sample by sample in parallel, and add their reasoning, error and the judge's usage.
+    ``on_row(index, outcome, row)`` is called once per sample, on this thread, with its complete
+    row: while the other calls still run for a one-step prompt, at the end for ``steps:``.
     """
     params = configuration.model.params.as_dict()
     columns = input_columns(configuration)
@@ -100,24 +100,39 @@ def score_samples(
                                            template=configuration.template, description=configuration.run_name)
         rows = [{**_score(outcome, metrics, price), **step, INPUT_DIGEST: input_digest(sample, columns)}
                 for outcome, step, sample in zip(outcomes, step_columns, samples)]
-    else:
-        requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
-        scored: list[dict[str, Any]] = [{} for _ in requests]
+        if judged:
+            judge_rows(rows, [judge_input(o) if o.generation is not None else None for o in outcomes], judged, workers=runner.settings.concurrency)
+        if on_row is not None:  # rows complete only now
+            for index, (outcome, row) in enumerate(zip(outcomes, rows)):
+                on_row(index, outcome, row)
+        return outcomes, rows
+    requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
+    scored: list[dict[str, Any]] = [{} for _ in requests]
+    answered: dict[int, Outcome] = {}
+    # Each answer is judged as soon as it arrives, while the other calls still run (the judge's own
+    # concurrency is the run's), and each complete row is handed over on this thread: on_row may log
+    # to the active run, which MLflow keeps per thread.
+    with RowJudge(judged, workers=runner.settings.concurrency) as judge:
+
+        def hand_over(indices: Sequence[int]) -> None:
+            for index in indices:
+                if on_row is not None:
+                    on_row(index, answered[index], scored[index])
 
         def score(index: int, outcome: Outcome) -> None:
+            answered[index] = outcome
             scored[index] = {**_score(outcome, metrics, price), INPUT_DIGEST: input_digest(samples[index], columns)}
-            if on_row is not None and not judged:  # the row is complete: hand it over while the other calls run
-                on_row(index, outcome, scored[index])
+            if judged:
+                judge.submit(index, scored[index], judge_input(outcome) if outcome.generation is not None else None)
+                hand_over(judge.completed())
+            else:
+                hand_over([index])
 
         outcomes = runner.run(backend, params, requests, description=configuration.run_name, on_outcome=score)
-        rows = scored
-    if judged:
-        inputs = [judge_input(outcome) if outcome.generation is not None else None for outcome in outcomes]
-        judge_rows(rows, inputs, judged, workers=runner.settings.concurrency)
-    if on_row is not None and (judged or configuration.steps):  # rows complete only now
-        for index, (outcome, row) in enumerate(zip(outcomes, rows)):
-            on_row(index, outcome, row)
-    return outcomes, rows
+        if judged:
+            for index in judge.finish():
+                hand_over([index])
+    return outcomes, scored
 
 
 def input_columns(configuration: PlannedRun) -> list[str]:

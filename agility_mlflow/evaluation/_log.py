@@ -64,11 +64,12 @@ def log_evaluation(
 
 
 class SampleTraces:
-    """One trace per sample of a run, each submitted to the background writer as soon as its row is scored.
+    """One trace per sample of a run, with the judge's assessments, each submitted to the background
+    writer as soon as its row is scored.
 
     Handing :meth:`add` to :func:`~agility_mlflow.evaluation.evaluate` as ``on_row`` writes the traces
     while the other samples' calls still run, instead of after them all; :meth:`finish` adds any
-    sample not yet traced, waits for the writer and logs the judge's assessments on the traces.
+    sample not yet traced and waits for the writer.
     Must be used while the run is active: each trace is linked to it.
 
     Example:
@@ -89,7 +90,7 @@ class SampleTraces:
         self._trace_ids: dict[int, str] = {}
 
     def add(self, index: int, outcome: Outcome, row: Mapping[str, Any]) -> None:
-        """Submit sample ``index``'s trace: its call, answer, usage, cost and every score of its row."""
+        """Submit sample ``index``'s trace: its call, answer, usage, cost, every score of its row and the judge's assessments."""
         import time
 
         from agility_mlflow import tracking
@@ -101,6 +102,9 @@ class SampleTraces:
             start = time.time_ns()
             end = start + int(((generation.latency_s if generation else 0) or 0) * 1e9)
         scores = {score_key(name): row[name] for name in self._metric_names if row.get(name) is not None}
+        judge = self._judged[0].judge if self._judged else None
+        judgements = [tracking.Judgement(m.name, row[m.name], row[f"{m.name}_reasoning"], row[f"{m.name}_error"], judge.name if judge else "judge")
+                      for m in self._judged] if generation is not None else []
         self._trace_ids[index] = tracking.log_sample_trace(tracking.SampleCall(
             name=self._configuration.run_name,
             provider=model.provider,
@@ -114,23 +118,16 @@ class SampleTraces:
             output_tokens=generation.output_tokens if generation else None,
             attributes={TRACE_SAMPLE_ID: outcome.sample_id, PROMPT: self._prompt_uri, TRACE_CACHED: outcome.cached, **scores},
             cost_usd=_cost_split(self._price, generation),
-        ))
+        ), judgements)
 
     def finish(self, result: EvaluationResult) -> None:
-        """Trace the samples not traced yet, wait until every trace is stored, then log the judge's assessments."""
+        """Trace the samples not traced yet and wait until every trace and its assessments are stored."""
         from agility_mlflow import tracking
 
-        assessments = []
         for index, (outcome, row) in enumerate(zip(result.outcomes, result.rows)):
             if index not in self._trace_ids:
                 self.add(index, outcome, row)
-            if outcome.generation is not None:
-                trace_id = self._trace_ids[index]
-                assessments += [(trace_id, m.name, row[m.name], row[f"{m.name}_reasoning"], row[f"{m.name}_error"]) for m in self._judged]
         tracking.flush_traces()
-        if assessments:
-            judge = self._judged[0].judge
-            tracking.log_judge_assessments(assessments, judge.name if judge else "judge")
 
 
 def _cost_split(price: Price | None, generation: Generation | None) -> tuple[float, float] | None:

@@ -18,7 +18,7 @@ from agility_mlflow.scoring._common import Number, numbers
 from agility_mlflow.scoring._deepeval import GEVAL_PREFIX
 from agility_mlflow.scoring._embeddings import Embedder
 from agility_mlflow.scoring._judge_model import Judge, JudgeReplyError, JudgeUsage, current_usage, model_family, parse_json
-from agility_mlflow.scoring._judged_metric import JudgedMetric, judge_metrics, judge_rows
+from agility_mlflow.scoring._judged_metric import JudgedMetric, RowJudge, judge_metrics, judge_rows
 from agility_mlflow.scoring._match import numeric_match
 from agility_mlflow.scoring._metric import Metric, get_metric, higher_is_better, metric, metric_names
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
@@ -42,6 +42,7 @@ __all__ = [
     "higher_is_better",
     "judge_metrics",
     "judge_rows",
+    "RowJudge",
     "mean_score",
     "metric",
     "metric_names",

@@ -10,8 +10,10 @@ sample in parallel, by :func:`judge_rows`. Each adds its score column to ``eval_
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +21,7 @@ from agility_mlflow.errors import AgilityError, ProviderError
 from agility_mlflow.scoring._scorer import JudgedScore, JudgeInput, Scorer
 
 if TYPE_CHECKING:
-    from agility_mlflow.scoring._judge_model import Judge
+    from agility_mlflow.scoring._judge_model import Judge, JudgeUsage
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,124 @@ def _columns(metric: Scorer) -> tuple[str, str, str]:
 JUDGE_COLUMNS = ("judge_calls", "judge_cached", "judge_input_tokens", "judge_output_tokens", "judge_cost_usd", "judge_malformed")
 
 
+class RowJudge:
+    """Scores rows with every judged metric as their answers arrive, in a pool of ``workers`` threads.
+
+    :meth:`submit` hands over one row and returns at once, so judging overlaps the candidate's
+    calls still running; :meth:`completed` lists the rows judged since it was last asked (their
+    scores, reasoning, errors and :data:`JUDGE_COLUMNS` all set); :meth:`finish` waits for the rest.
+    A judge that cannot be called at all (a :class:`ProviderError`) is raised by the next of
+    either, as it fails the run; one sample's bad judgement is recorded in its row instead.
+
+    Example:
+        >>> rows = [{"answer": "4"}, {"answer": None}]
+        >>> with RowJudge([get_metric("llm_judge", judge=judge)], workers=4) as judge:  # doctest: +SKIP
+        ...     judge.submit(0, rows[0], JudgeInput("2+2?", "4"))
+        ...     judge.submit(1, rows[1], None)  # a failed answer: no judge call
+        ...     finished = sorted(judge.finish())
+        >>> finished, rows[0]["llm_judge"] is not None, rows[1]["judge_calls"]  # doctest: +SKIP
+        ([0, 1], True, None)
+    """
+
+    def __init__(self, metrics: Sequence[Scorer], *, workers: int = 4) -> None:
+        for metric in metrics:
+            if metric.needs_judge and metric.judge is None:
+                raise AgilityError(f"metric '{metric.name}' was built without a judge: get_metric('{metric.name}', judge=...)")
+        self._metrics = list(metrics)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="agility-judge")
+        self._lock = threading.Lock()
+        self._left: dict[int, int] = {}  # row index -> metrics still to score
+        self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._futures: list[Future[None]] = []
+        self._judged: list[dict[str, Any]] = []  # rows with an answer, for the run's error summary
+        self._error: ProviderError | None = None
+
+    def __enter__(self) -> RowJudge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(self, index: int, row: dict[str, Any], item: JudgeInput | None) -> None:
+        """Judge ``row`` (sample ``index``) on ``item``; ``None`` for a failed answer: no judge call, no scores."""
+        for metric in self._metrics:
+            for column in _columns(metric):
+                row.setdefault(column, None)
+        if item is None:
+            row.update(dict.fromkeys(JUDGE_COLUMNS))
+            self._done.put(index)
+            return
+        self._judged.append(row)
+        self._left[index] = len(self._metrics)
+        usage = _new_usage()
+        for metric in self._metrics:
+            self._futures.append(self._pool.submit(self._score, index, row, item, metric, usage))
+
+    def completed(self) -> list[int]:
+        """The rows judged since the last call, without waiting."""
+        if self._error is not None:
+            raise self._error
+        done = []
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                return done
+
+    def finish(self) -> Iterator[int]:
+        """Each row not yet reported by :meth:`completed`, as its judging ends; then the run's error summary."""
+        for future in self._futures:
+            future.result()
+            yield from self.completed()
+        yield from self.completed()
+        for metric in self._metrics:
+            errors = [row[f"{metric.name}_error"] for row in self._judged if row[f"{metric.name}_error"]]
+            if errors:
+                logger.warning("%s: %d sample(s) not scored; first: %s", metric.name, len(errors), errors[0])
+
+    def close(self) -> None:
+        """Stop judging: rows not started are dropped (the run failed, or everything is done)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _score(self, index: int, row: dict[str, Any], item: JudgeInput, metric: Scorer, usage: JudgeUsage) -> None:
+        from agility_mlflow.scoring._judge_model import current_sample, current_usage
+
+        value, reasoning, error = None, None, None
+        if metric.needs_reference and not item.references:
+            error = "no answer_ground_truth for this sample"
+        elif metric.needs_context and not item.contexts:
+            error = "no context for this sample"
+        else:
+            token = current_usage.set(usage)
+            sample_token = current_sample.set(item)
+            try:
+                result = metric.score(item)
+                value, reasoning = result.value, result.reasoning
+            except ProviderError as exc:
+                self._error = self._error or exc  # a judge that cannot be called at all fails the run, as a candidate would
+                raise
+            except Exception as exc:  # one sample's bad judgement must not sink the run: recorded, not dropped
+                error = str(exc) if isinstance(exc, AgilityError) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            finally:
+                current_sample.reset(sample_token)
+                current_usage.reset(token)
+        row[metric.name] = value
+        row[f"{metric.name}_reasoning"] = reasoning
+        row[f"{metric.name}_error"] = error
+        with self._lock:
+            self._left[index] -= 1
+            last = self._left[index] == 0
+        if last:
+            row.update(usage.columns())
+            self._done.put(index)
+
+
+def _new_usage() -> JudgeUsage:
+    from agility_mlflow.scoring._judge_model import JudgeUsage  # imports this module: not at the top
+
+    return JudgeUsage()
+
+
 def judge_rows(
     rows: Sequence[dict[str, Any]],
     inputs: Sequence[JudgeInput | None],
@@ -80,56 +200,15 @@ def judge_rows(
 
     ``inputs[i]`` is ``None`` for a row whose answer failed: it gets no judge call. Each row gains
     the metric columns and :data:`JUDGE_COLUMNS` (what judging that sample took). Each metric
-    must have been built with its judge.
+    must have been built with its judge. :class:`RowJudge` does the same row by row, as answers arrive.
     """
-    from agility_mlflow.scoring._judge_model import JudgeUsage, current_sample, current_usage
-
     if not metrics:
         return
-    for metric in metrics:
-        if metric.needs_judge and metric.judge is None:
-            raise AgilityError(f"metric '{metric.name}' was built without a judge: get_metric('{metric.name}', judge=...)")
-    usages = [JudgeUsage() for _ in rows]
-    for row in rows:
-        for metric in metrics:
-            for column in _columns(metric):
-                row.setdefault(column, None)
-    jobs = [(i, metric) for metric in metrics for i, item in enumerate(inputs) if item is not None]
-
-    def score(job: tuple[int, Scorer]) -> None:
-        i, metric = job
-        item = inputs[i]
-        assert item is not None
-        value, reasoning, error = None, None, None
-        if metric.needs_reference and not item.references:
-            error = "no answer_ground_truth for this sample"
-        elif metric.needs_context and not item.contexts:
-            error = "no context for this sample"
-        else:
-            token = current_usage.set(usages[i])
-            sample_token = current_sample.set(item)
-            try:
-                result = metric.score(item)
-                value, reasoning = result.value, result.reasoning
-            except ProviderError:
-                raise  # a judge that cannot be called at all fails the run, as a candidate would
-            except Exception as exc:  # one sample's bad judgement must not sink the run: recorded, not dropped
-                error = str(exc) if isinstance(exc, AgilityError) else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            finally:
-                current_sample.reset(sample_token)
-                current_usage.reset(token)
-        rows[i][metric.name] = value
-        rows[i][f"{metric.name}_reasoning"] = reasoning
-        rows[i][f"{metric.name}_error"] = error
-
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="agility-judge") as pool:
-        list(pool.map(score, jobs))
-    for row, item, usage in zip(rows, inputs, usages):
-        row.update(usage.columns() if item is not None else dict.fromkeys(JUDGE_COLUMNS))
-    for metric in metrics:
-        errors = [row[f"{metric.name}_error"] for row, item in zip(rows, inputs) if item is not None and row[f"{metric.name}_error"]]
-        if errors:
-            logger.warning("%s: %d sample(s) not scored; first: %s", metric.name, len(errors), errors[0])
+    with RowJudge(metrics, workers=workers) as judge:
+        for index, (row, item) in enumerate(zip(rows, inputs)):
+            judge.submit(index, row, item)
+        for _ in judge.finish():
+            pass
 
 
 def judge_metrics(rows: Sequence[Mapping[str, Any]], metrics: Sequence[Scorer]) -> dict[str, float]:
