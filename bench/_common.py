@@ -20,12 +20,18 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+VERDICT = '{"reasoning": "It gives the figure asked for.", "score": 8}'
+"""What a stand-in started with ``verdict=VERDICT`` answers a judge."""
+
+
 def write_project(directory: Path, base_url: str, n: int, concurrency: int, *, traces: bool = True, cache: bool = False,
-                  source: bool = False) -> Path:
+                  source: bool = False, judge: bool = False) -> Path:
     """``n`` questions whose reference is what the stand-in answers, one openai candidate.
 
     With ``source``, each row also holds the source model's recorded answer, latency and tokens, and
     the project replays them as its source run, as a user's project with a golden dataset does.
+    With ``judge``, the ``llm_judge`` metric too, its judge another model on the same stand-in
+    (which must answer judges: ``standin_process(verdict=VERDICT)``).
     """
     recorded = {"answer_source_llm": "The answer is 42.", "latency_source_llm": 0.9, "input_token_source_llm": 12,
                 "output_token_source_llm": 6} if source else {}
@@ -41,6 +47,10 @@ def write_project(directory: Path, base_url: str, n: int, concurrency: int, *, t
         "pricing": {"standin": {"input": 0.15, "output": 0.6}},
         "run": {"concurrency": concurrency, "traces": traces, "cache": cache},
     }
+    if judge:
+        config["judge"] = {"provider": "openai", "model_id": "judge-standin", "base_url": base_url, "api_key": "x"}
+        config["metrics"].append("llm_judge")
+        config["pricing"]["judge-standin"] = {"input": 0.15, "output": 0.6}
     if source:
         config["source"] = {"provider": "replay", "model_id": "gpt-4o-mini"}
         config["pricing"]["gpt-4o-mini"] = {"input": 0.15, "output": 0.6}

@@ -4,8 +4,10 @@ N=500 samples at concurrency 16: the ideal wall time is N x latency / concurrenc
 repeat runs, side by side: the OpenAI SDK alone (the floor any Python client pays here), agility
 without traces, agility with one trace per sample (the default), and ``mlflow.genai.evaluate`` like
 for like (the same streamed calls with usage, one CHAT_MODEL span per sample with its token usage,
-the same concurrency and an exact-match scorer). Prints each wall time over the ideal as the median
-of the repeats with [min-max], and agility over the SDK floor of the same repeat.
+the same concurrency and an exact-match scorer); and agility with ``llm_judge`` as well, its judge a
+second model on the stand-in (as many calls again, judged as each answer arrives: the ideal is
+still about 3.125 s). Prints each wall time over the ideal as the median of the repeats with
+[min-max], and agility over the SDK floor of the same repeat.
 
 Then the whole ``agility run`` process as a user starts it, with the default config and a source
 run replayed from the dataset's recorded answers (its 500 traces logged too) into a new SQLite
@@ -28,7 +30,7 @@ import statistics
 import tempfile
 import time
 
-from bench._common import machine, quiet, spread, table_row, write_project
+from bench._common import VERDICT, machine, quiet, spread, table_row, write_project
 from tests.openai_server import standin_process
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,18 +62,20 @@ def sdk_floor_s(url: str) -> float:
     return time.perf_counter() - start
 
 
-def agility_wall_s(url: str, directory: Path, traces: bool) -> float:
+def agility_wall_s(url: str, directory: Path, traces: bool, judge: bool = False) -> float:
     from agility_mlflow import tracking
     from agility_mlflow.evaluation import run_project
 
     directory.mkdir(parents=True)
-    config = write_project(directory, url, N, CONCURRENCY, traces=traces, cache=False)
+    config = write_project(directory, url, N, CONCURRENCY, traces=traces, cache=False, judge=judge)
     uri = f"sqlite:///{directory / 'agility.db'}"
     tracking.configure(uri, "bench")  # create the store's tables before the clock starts (a one-time cost)
     start = time.perf_counter()
     summaries = run_project(config, tracking_uri=uri, progress=False)
     wall = time.perf_counter() - start
-    assert summaries[0].metrics["n_samples"] == N and summaries[0].metrics["n_errors"] == 0
+    metrics = summaries[0].metrics
+    assert metrics["n_samples"] == N and metrics["n_errors"] == 0
+    assert not judge or (metrics["judge_calls"] == N and metrics["llm_judge_n_errors"] == 0)
     return wall
 
 
@@ -135,11 +139,11 @@ def main() -> None:
     quiet()
     print(f"{machine()}\nN={N} latency={LATENCY_S * 1000:.0f} ms concurrency={CONCURRENCY}: "
           f"ideal N x latency / concurrency = {IDEAL_S:.3f} s; median [min-max] of {options.repeats} repeats")
-    sides = ["sdk", "plain", "traced", "evaluate"]
+    sides = ["sdk", "plain", "traced", "evaluate", "judged"]
     walls: dict[str, list[float]] = {side: [] for side in sides}
     startups: list[float] = []
     processes: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp, standin_process(latency_s=LATENCY_S) as server:
+    with tempfile.TemporaryDirectory() as tmp, standin_process(latency_s=LATENCY_S, verdict=VERDICT) as server:
         os.environ["AGILITY_CACHE_DIR"] = str(Path(tmp) / "cache")
         for repeat in range(options.repeats):
             root = Path(tmp) / f"r{repeat}"
@@ -147,6 +151,7 @@ def main() -> None:
             walls["plain"].append(agility_wall_s(server.url, root / "plain", traces=False))
             walls["traced"].append(agility_wall_s(server.url, root / "traced", traces=True))
             walls["evaluate"].append(mlflow_evaluate_wall_s(server.url, root / "evaluate"))
+            walls["judged"].append(agility_wall_s(server.url, root / "judged", traces=True, judge=True))
             startups.append(process_wall_s(server.url, root / "process-1", 1))
             processes.append(process_wall_s(server.url, root / "process", N))
     ratio = {side: [wall / IDEAL_S for wall in values] for side, values in walls.items()}
@@ -156,6 +161,7 @@ def main() -> None:
         ("plain", "agility run, traces off: render, call, score, log"),
         ("traced", f"agility run, default: plus one trace per sample ({N})"),
         ("evaluate", "mlflow.genai.evaluate, same calls, spans, scorer"),
+        ("judged", "agility default plus llm_judge (a 2nd 100 ms model)"),
     ]
     print(f"{'':<54} {'wall / ideal':<22} {'wall / SDK floor':<22}")
     for side, label in rows:
@@ -172,7 +178,8 @@ def main() -> None:
               f"OpenAI SDK alone {spread(ratio['sdk'], 2)}; agility, traces off {spread(ratio['plain'], 2)} ({spread(over_floor['plain'], 2)} x the SDK); "
               f"agility default, one trace per sample {spread(ratio['traced'], 2)} ({spread(over_floor['traced'], 2)} x the SDK; traces cost "
               f"{traces_cost} x the traceless run); `mlflow.genai.evaluate` with the same streamed calls, one CHAT_MODEL span each, "
-              f"same scorer {spread(ratio['evaluate'], 2)}",
+              f"same scorer {spread(ratio['evaluate'], 2)}; agility default plus `llm_judge`, its judge a second 100 ms model "
+              f"(N more calls, each answer judged as it arrives) {spread(ratio['judged'], 2)}",
               f"default <= {TARGET_TRACED} x ideal: {'met' if traced <= TARGET_TRACED else 'missed'} (median {traced:.2f})",
               "python bench/throughput.py")
     table_row(f"the whole `agility run` process, default config, {N} samples: a source replayed from the recorded answers and the "
