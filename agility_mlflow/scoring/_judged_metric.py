@@ -119,7 +119,8 @@ class RowJudge:
             self._done.put(index)
             return
         self._judged.append(row)
-        self._left[index] = len(self._metrics)
+        with self._lock:
+            self._left[index] = len(self._metrics)
         usage = _new_usage()
         for metric in self._metrics:
             self._futures.append(self._pool.submit(self._score, index, row, item, metric, usage))
