@@ -11,7 +11,7 @@ from agility_mlflow.evaluation._entities import CONTEXT, EvaluationResult, Plann
 from agility_mlflow.pipeline import run_steps, step_metrics, step_names
 from agility_mlflow.pricing import Price, cost_usd, lookup_price
 from agility_mlflow.runner import Outcome, Request, Runner
-from agility_mlflow.scoring import JudgeInput, RowJudge, Scorer, judge_metrics, judge_rows, mean_score, run_metrics
+from agility_mlflow.scoring import JudgeInput, RowJudge, Scorer, judge_metrics, mean_score, run_metrics
 from agility_mlflow.vocabulary import (
     CACHE_WRITE_TOKENS,
     CACHED,
@@ -87,10 +87,11 @@ def score_samples(
 ) -> tuple[list[Outcome], list[dict[str, Any]]]:
     """The runner's outcomes for ``samples`` and one scored ``eval_results`` row per sample.
 
-    String metrics score each answer directly; judged metrics ask their judge as each answer
-    arrives, sample by sample in parallel, and add their reasoning, error and the judge's usage.
+    String metrics score each answer directly; judged metrics then ask their judge, sample by
+    sample in parallel, and add their reasoning, error and the judge's usage to the rows.
     ``on_row(index, outcome, row)`` is called once per sample, on this thread, with its complete
-    row: while the other calls still run for a one-step prompt, at the end for ``steps:``.
+    row: while the other calls still run when every metric is a string metric of a one-step
+    prompt, as each sample is judged when there are judged metrics, else at the end.
     """
     params = configuration.model.params.as_dict()
     columns = input_columns(configuration)
@@ -100,39 +101,30 @@ def score_samples(
                                            template=configuration.template, description=configuration.run_name)
         rows = [{**_score(outcome, metrics, price), **step, INPUT_DIGEST: input_digest(sample, columns)}
                 for outcome, step, sample in zip(outcomes, step_columns, samples)]
-        if judged:
-            judge_rows(rows, [judge_input(o) if o.generation is not None else None for o in outcomes], judged, workers=runner.settings.concurrency)
-        if on_row is not None:  # rows complete only now
-            for index, (outcome, row) in enumerate(zip(outcomes, rows)):
-                on_row(index, outcome, row)
-        return outcomes, rows
-    requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
-    scored: list[dict[str, Any]] = [{} for _ in requests]
-    answered: dict[int, Outcome] = {}
-    # Each answer is judged as soon as it arrives, while the other calls still run (the judge's own
-    # concurrency is the run's), and each complete row is handed over on this thread: on_row may log
-    # to the active run, which MLflow keeps per thread.
-    with RowJudge(judged, workers=runner.settings.concurrency) as judge:
-
-        def hand_over(indices: Sequence[int]) -> None:
-            for index in indices:
-                if on_row is not None:
-                    on_row(index, answered[index], scored[index])
+    else:
+        requests = [Request(row["sample_id"], configuration.template.render(row), row) for row in samples]
+        rows = [{} for _ in requests]
 
         def score(index: int, outcome: Outcome) -> None:
-            answered[index] = outcome
-            scored[index] = {**_score(outcome, metrics, price), INPUT_DIGEST: input_digest(samples[index], columns)}
-            if judged:
-                judge.submit(index, scored[index], judge_input(outcome) if outcome.generation is not None else None)
-                hand_over(judge.completed())
-            else:
-                hand_over([index])
+            rows[index] = {**_score(outcome, metrics, price), INPUT_DIGEST: input_digest(samples[index], columns)}
+            if on_row is not None and not judged:  # the row is complete: hand it over while the other calls run
+                on_row(index, outcome, rows[index])
 
         outcomes = runner.run(backend, params, requests, description=configuration.run_name, on_outcome=score)
-        if judged:
+    if judged:
+        # Judged once every answer is in: judge calls running beside the candidate's slowed its measured
+        # latency (p95 0.15-0.18 s -> 0.25-0.36 s on a 100 ms model). Each row is handed over as soon as
+        # it is judged, so its trace is written while the other samples are judged.
+        with RowJudge(judged, workers=runner.settings.concurrency) as judge:
+            for index, outcome in enumerate(outcomes):
+                judge.submit(index, rows[index], judge_input(outcome) if outcome.generation is not None else None)
             for index in judge.finish():
-                hand_over([index])
-    return outcomes, scored
+                if on_row is not None:
+                    on_row(index, outcomes[index], rows[index])
+    elif on_row is not None and configuration.steps:  # rows complete only now
+        for index, (outcome, row) in enumerate(zip(outcomes, rows)):
+            on_row(index, outcome, row)
+    return outcomes, rows
 
 
 def input_columns(configuration: PlannedRun) -> list[str]:

@@ -1,4 +1,4 @@
-"""Judged metrics score each answer as it arrives, while the candidate's other calls still run."""
+"""Judged metrics score the answers once every call has ended, handing each row over as soon as it is judged."""
 
 from __future__ import annotations
 
@@ -26,26 +26,31 @@ def _configuration(tmp_path: Path) -> Any:
     return configuration, project.dataset.rows
 
 
-def test_each_answer_is_judged_while_the_other_calls_still_run(tmp_path: Path) -> None:
+def test_answers_are_judged_after_the_last_call_and_each_row_is_handed_over_as_it_is_judged(tmp_path: Path) -> None:
     configuration, samples = _configuration(tmp_path)
-    judged_once = threading.Event()
-    held: list[bool] = []
-
-    def hold_the_last_call() -> None:
-        if len(backend.calls) == len(samples):  # the last call waits for a judgement of an earlier answer
-            held.append(judged_once.wait(10))
+    first_handed = threading.Event()
+    calls_over: list[bool] = []
+    waited: list[bool] = []
 
     def judge(item: JudgeInput, _judge: Any) -> JudgedScore:
-        judged_once.set()
+        # Judge calls beside the candidate's would slow its measured latency: every call has ended.
+        calls_over.append(len(backend.calls) == len(samples) and backend.active == 0)
+        if item.question == samples[-1]["question"]:  # the last judgement waits for the first row handed over
+            waited.append(first_handed.wait(10))
         return JudgedScore(1.0 if item.answer == "$1577.00 million" else 0.0, "read it")
 
-    backend = FakeBackend("$1577.00 million", during_call=hold_the_last_call)
+    def on_row(index: int, _outcome: Any, row: dict[str, Any]) -> None:
+        handed.append((index, row["judged"], threading.current_thread() is threading.main_thread()))
+        first_handed.set()
+
+    backend = FakeBackend("$1577.00 million")
     metric = JudgedMetric("judged", "llm_judge", judge, judge=object())  # type: ignore[arg-type]
     handed: list[tuple[int, Any, bool]] = []
     started = time.monotonic()
     _, rows = score_samples(configuration, backend, samples, [metric], Runner(RunSettings(concurrency=2, cache=False), progress=False),
-                            None, on_row=lambda i, _, row: handed.append((i, row["judged"], threading.current_thread() is threading.main_thread())))
-    assert held == [True] and time.monotonic() - started < 5  # judged before the last answer arrived, not after all of them
+                            None, on_row=on_row)
+    assert calls_over == [True] * len(samples)
+    assert waited == [True] and time.monotonic() - started < 5  # a row was handed over before the last judgement ended
     assert sorted(handed) == [(i, 1.0, True) for i in range(len(samples))]  # every complete row, once, on the caller's thread
     assert [row["judged_reasoning"] for row in rows] == ["read it"] * len(samples)
 
