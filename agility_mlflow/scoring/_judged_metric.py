@@ -72,11 +72,11 @@ JUDGE_COLUMNS = ("judge_calls", "judge_cached", "judge_input_tokens", "judge_out
 
 
 class RowJudge:
-    """Scores rows with every judged metric as their answers arrive, in a pool of ``workers`` threads.
+    """Scores rows with every judged metric in a pool of ``workers`` threads, reporting each row as it is done.
 
-    :meth:`submit` hands over one row and returns at once, so judging overlaps the candidate's
-    calls still running; :meth:`completed` lists the rows judged since it was last asked (their
-    scores, reasoning, errors and :data:`JUDGE_COLUMNS` all set); :meth:`finish` waits for the rest.
+    :meth:`submit` hands over one row and returns at once; :meth:`completed` lists the rows judged
+    since it was last asked (their scores, reasoning, errors and :data:`JUDGE_COLUMNS` all set);
+    :meth:`finish` yields the rest as they are done, so a caller can log each row while others are judged.
     A judge that cannot be called at all (a :class:`ProviderError`) is raised by the next of
     either, as it fails the run; one sample's bad judgement is recorded in its row instead.
 
